@@ -1,0 +1,239 @@
+// Package call defines the messages minuted passes between its roles: the
+// call events ingest publishes to the CALLS stream, node snapshots, control
+// messages and CDRs, with their subjects and deterministic message ids.
+// It does no I/O.
+package call
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Schema is the version of every JSON body minuted publishes.
+const Schema = 1
+
+// Unbilled is the subject token used in place of a project for channels
+// that no attribution rule matched.
+const Unbilled = "_unbilled"
+
+// Kind is the step of a call an Event reports.
+type Kind string
+
+const (
+	Started  Kind = "started"
+	Answered Kind = "answered"
+	Ended    Kind = "ended"
+)
+
+// How a project was attributed to a channel (SPEC §3).
+const (
+	ByVariable    = "variable"
+	ByAccountcode = "accountcode"
+	ByRule        = "rule"
+)
+
+var projectRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ErrBadProject is returned for a project id outside ^[A-Za-z0-9_-]{1,64}$.
+var ErrBadProject = errors.New("project id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+
+// ValidProject reports whether id may be used as a project id.
+func ValidProject(id string) bool { return projectRE.MatchString(id) && id != Unbilled }
+
+// CheckProject returns a wrapped ErrBadProject naming the bad id.
+func CheckProject(id string) error {
+	if !ValidProject(id) {
+		return fmt.Errorf("invalid project id %q: %w", id, ErrBadProject)
+	}
+	return nil
+}
+
+// Event is one message of the CALLS stream. An Ended event alone carries
+// everything needed to bill its call.
+type Event struct {
+	Schema       int        `json:"schema"`
+	Kind         Kind       `json:"event"`
+	Node         string     `json:"node"`
+	Channel      string     `json:"channel"`
+	Name         string     `json:"name,omitempty"`
+	Project      string     `json:"project,omitempty"`
+	AttributedBy string     `json:"attributed_by,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	AnsweredAt   *time.Time `json:"answered_at,omitempty"`
+	EndedAt      *time.Time `json:"ended_at,omitempty"`
+	TalkMS       int64      `json:"talk_ms,omitempty"`
+	Cause        int        `json:"cause,omitempty"`
+	CauseTxt     string     `json:"cause_txt,omitempty"`
+	// Estimated is set when EndedAt had to be guessed (the channel vanished
+	// while minuted could not see it): it is the last time it was known alive.
+	Estimated bool `json:"estimated,omitempty"`
+	// EndReason says why minuted ended the call when it did so itself
+	// ("exhausted"), empty for a normal hangup.
+	EndReason string `json:"end_reason,omitempty"`
+}
+
+// Key identifies the call across minuted: node/channel-id.
+func (e *Event) Key() string { return e.Node + "/" + e.Channel }
+
+// Subject is the CALLS subject of e.
+func (e *Event) Subject() string { return Subject(e.Project, e.Kind) }
+
+// MsgID is the deterministic Nats-Msg-Id of e, so a republished event is
+// dropped by JetStream's duplicate window.
+func (e *Event) MsgID() string { return MsgID(e.Node, e.Channel, string(e.Kind)) }
+
+// Talk returns the talk time in milliseconds, or 0 when the call was not
+// answered or has not ended.
+func (e *Event) Talk() int64 {
+	if e.AnsweredAt == nil || e.EndedAt == nil {
+		return 0
+	}
+	d := e.EndedAt.Sub(*e.AnsweredAt).Milliseconds()
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+// Validate checks the fields every consumer relies on.
+func (e *Event) Validate() error {
+	var errs []error
+	if e.Schema != Schema {
+		errs = append(errs, fmt.Errorf("schema %d, want %d", e.Schema, Schema))
+	}
+	switch e.Kind {
+	case Started, Answered, Ended:
+	default:
+		errs = append(errs, fmt.Errorf("unknown event %q", e.Kind))
+	}
+	if e.Node == "" || strings.ContainsAny(e.Node, " .*>") {
+		errs = append(errs, fmt.Errorf("bad node %q", e.Node))
+	}
+	if e.Channel == "" {
+		errs = append(errs, errors.New("missing channel"))
+	}
+	if e.Project != "" {
+		if err := CheckProject(e.Project); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.Kind == Answered && e.AnsweredAt == nil {
+		errs = append(errs, errors.New("answered event without answered_at"))
+	}
+	if e.Kind == Ended && e.EndedAt == nil {
+		errs = append(errs, errors.New("ended event without ended_at"))
+	}
+	return errors.Join(errs...)
+}
+
+// Decode parses and validates a CALLS message body.
+func Decode(b []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("decode call event: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid call event: %w", err)
+	}
+	return &e, nil
+}
+
+// Subject of a call event: minuted.calls.<project|_unbilled>.<kind>.
+func Subject(project string, k Kind) string {
+	if project == "" {
+		project = Unbilled
+	}
+	return "minuted.calls." + project + "." + string(k)
+}
+
+// MsgID joins its parts into a deterministic Nats-Msg-Id.
+func MsgID(parts ...string) string { return strings.Join(parts, "/") }
+
+// Subjects and stream names of SPEC §9.
+const (
+	CallsStream   = "CALLS"
+	CallsSubjects = "minuted.calls.>"
+	AlertsStream  = "ALERTS"
+	AlertsSubject = "minuted.alerts.>"
+	CDRStream     = "CDR"
+	CDRSubjects   = "minuted.cdr.>"
+	DLQStream     = "DLQ"
+	DLQSubjects   = "minuted.dlq.>"
+)
+
+// SnapshotSubject is where a node publishes its live billed calls.
+func SnapshotSubject(node string) string { return "minuted.nodes." + node + ".snapshot" }
+
+// SnapshotWildcard matches the snapshots of every node.
+const SnapshotWildcard = "minuted.nodes.*.snapshot"
+
+// ControlSubject is where bill sends commands to one node's ingest.
+func ControlSubject(node, verb string) string { return "minuted.control." + node + "." + verb }
+
+// CDRSubject is where a settled call's record goes.
+func CDRSubject(project string) string { return "minuted.cdr." + project }
+
+// AlertSubject is the alert channel of a project, or "_system".
+func AlertSubject(project string) string {
+	if project == "" {
+		project = "_system"
+	}
+	return "minuted.alerts." + project
+}
+
+// DLQSubject is where undecodable messages of a source go.
+func DLQSubject(source string) string { return "minuted.dlq." + source }
+
+// Snapshot lists the live billed calls of one node at a moment.
+type Snapshot struct {
+	Schema int       `json:"schema"`
+	Node   string    `json:"node"`
+	At     time.Time `json:"at"`
+	// Connected is false while ingest cannot see Asterisk: bill must not
+	// close calls from such a snapshot.
+	Connected bool       `json:"connected"`
+	Calls     []LiveCall `json:"calls"`
+}
+
+// LiveCall is one entry of a Snapshot.
+type LiveCall struct {
+	Channel    string     `json:"channel"`
+	Project    string     `json:"project"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
+}
+
+// Hangup asks a node's ingest to hang up one channel.
+type Hangup struct {
+	Schema  int    `json:"schema"`
+	Node    string `json:"node"`
+	Channel string `json:"channel"`
+	Project string `json:"project"`
+	Reason  string `json:"reason"`
+}
+
+// CDR is the record of one settled call.
+type CDR struct {
+	Schema        int       `json:"schema"`
+	Node          string    `json:"node"`
+	Channel       string    `json:"channel"`
+	Project       string    `json:"project"`
+	AttributedBy  string    `json:"attributed_by,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	AnsweredAt    time.Time `json:"answered_at"`
+	EndedAt       time.Time `json:"ended_at"`
+	TalkMS        int64     `json:"talk_ms"`
+	TalkSeconds   int64     `json:"talk_seconds"`
+	BilledSeconds int64     `json:"billed_seconds"`
+	Cause         int       `json:"cause,omitempty"`
+	CauseTxt      string    `json:"cause_txt,omitempty"`
+	Estimated     bool      `json:"estimated,omitempty"`
+	EndReason     string    `json:"end_reason,omitempty"`
+}
+
+// UTCms returns t in UTC truncated to the millisecond, the precision of
+// Asterisk's timestamps.
+func UTCms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }

@@ -1,0 +1,294 @@
+// Package config loads minuted's YAML file, applies environment overrides
+// and validates the result, naming the key and the fix in every error.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/minuted/minuted/internal/call"
+	"github.com/minuted/minuted/internal/tariff"
+)
+
+// Secret is a string that prints as <secret> so it never reaches a log.
+type Secret string
+
+func (s Secret) String() string   { return "<secret>" }
+func (s Secret) GoString() string { return "<secret>" }
+
+// MarshalText redacts the secret when a config is dumped.
+func (s Secret) MarshalText() ([]byte, error) { return []byte("<secret>"), nil }
+
+// LogValue keeps slog from printing the value.
+func (s Secret) LogValue() any { return "<secret>" }
+
+// Config is the whole file.
+type Config struct {
+	Node   string       `yaml:"node"`
+	ARI    ARIConfig    `yaml:"ari"`
+	NATS   NATSConfig   `yaml:"nats"`
+	Redis  RedisConfig  `yaml:"redis"`
+	Ingest IngestConfig `yaml:"ingest"`
+	Bill   BillConfig   `yaml:"bill"`
+	HTTP   HTTPConfig   `yaml:"http"`
+	// Defaults applies to projects created without their own settings.
+	Defaults ProjectDefaults `yaml:"defaults"`
+}
+
+// ARIConfig says how ingest reaches Asterisk.
+type ARIConfig struct {
+	URL            string        `yaml:"url"`
+	WSURL          string        `yaml:"ws_url"`
+	Username       string        `yaml:"username"`
+	Password       Secret        `yaml:"password"`
+	PasswordFile   string        `yaml:"password_file"`
+	Application    string        `yaml:"application"`
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	ReconnectMin   time.Duration `yaml:"reconnect_min"`
+	ReconnectMax   time.Duration `yaml:"reconnect_max"`
+}
+
+// NATSConfig: an empty URL means the embedded server.
+type NATSConfig struct {
+	URL               string        `yaml:"url"`
+	StoreDir          string        `yaml:"store_dir"`
+	Replicas          int           `yaml:"replicas"`
+	Storage           string        `yaml:"storage"`
+	MaxAge            time.Duration `yaml:"max_age"`
+	DuplicateWindow   time.Duration `yaml:"duplicate_window"`
+	User              string        `yaml:"user"`
+	Password          Secret        `yaml:"password"`
+	PasswordFile      string        `yaml:"password_file"`
+	CredsFile         string        `yaml:"creds_file"`
+	EmbeddedListen    string        `yaml:"embedded_listen"`
+	ConsumerName      string        `yaml:"consumer"`
+	PublishBufferSize int           `yaml:"publish_buffer"`
+}
+
+// RedisConfig: a redis:// or rediss:// URL, cluster form with ?addr=.
+type RedisConfig struct {
+	URL          string `yaml:"url"`
+	Password     Secret `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	LedgerMaxLen int64  `yaml:"ledger_max_len"`
+}
+
+// IngestConfig: attribution and snapshots.
+type IngestConfig struct {
+	Variable         string        `yaml:"variable"`
+	UseAccountcode   bool          `yaml:"use_accountcode"`
+	Rules            []Rule        `yaml:"rules"`
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+}
+
+// Rule maps a dialplan context and/or extension pattern to a project.
+type Rule struct {
+	Context string `yaml:"context"`
+	Exten   string `yaml:"exten"`
+	Project string `yaml:"project"`
+}
+
+// BillConfig: the consumer and the clock.
+type BillConfig struct {
+	// UnknownProject is "create" (zero balance + alert) or "dead_letter".
+	UnknownProject string        `yaml:"unknown_project"`
+	Batch          int           `yaml:"batch"`
+	MaxInFlight    int           `yaml:"max_in_flight"`
+	AckWait        time.Duration `yaml:"ack_wait"`
+	MaxDeliver     int           `yaml:"max_deliver"`
+	// OrphanAfter is how long a node's snapshots must miss a live call (or
+	// the node send none) before bill settles it as estimated.
+	OrphanAfter time.Duration `yaml:"orphan_after"`
+	// TickSlack is how late a block may be before another instance's
+	// sweeper debits it.
+	TickSlack time.Duration `yaml:"tick_slack"`
+}
+
+// HTTPConfig: the admin API.
+type HTTPConfig struct {
+	Addr           string `yaml:"addr"`
+	AdminToken     Secret `yaml:"admin_token"`
+	AdminTokenFile string `yaml:"admin_token_file"`
+}
+
+// ProjectDefaults are applied to new projects.
+type ProjectDefaults struct {
+	Tariff             tariff.Tariff `yaml:"tariff"`
+	ThresholdsMinutes  []float64     `yaml:"thresholds_minutes"`
+	CreditLimitSeconds int64         `yaml:"credit_limit_seconds"`
+	OnExhausted        string        `yaml:"on_exhausted"`
+}
+
+// Default returns the configuration minuted runs with when nothing is set.
+func Default() Config {
+	return Config{
+		ARI: ARIConfig{
+			URL: "http://127.0.0.1:8088/ari", Username: "minuted", Application: "minuted",
+			RequestTimeout: 5 * time.Second, ReconnectMin: 250 * time.Millisecond, ReconnectMax: 10 * time.Second,
+		},
+		NATS: NATSConfig{
+			StoreDir: "/var/lib/minuted/nats", Replicas: 1, Storage: "file", MaxAge: 7 * 24 * time.Hour,
+			DuplicateWindow: 10 * time.Minute, ConsumerName: "bill", PublishBufferSize: 1 << 20,
+		},
+		Redis:  RedisConfig{URL: "redis://127.0.0.1:6379/0", LedgerMaxLen: 100000},
+		Ingest: IngestConfig{Variable: "BILLING_PROJECT", UseAccountcode: true, SnapshotInterval: 10 * time.Second},
+		Bill: BillConfig{
+			UnknownProject: "create", Batch: 256, MaxInFlight: 1024, AckWait: 30 * time.Second,
+			MaxDeliver: -1, OrphanAfter: 35 * time.Second, TickSlack: 3 * time.Second,
+		},
+		HTTP: HTTPConfig{Addr: "127.0.0.1:8090"},
+		Defaults: ProjectDefaults{
+			Tariff: tariff.Default, ThresholdsMinutes: []float64{60, 10, 0}, OnExhausted: "allow",
+		},
+	}
+}
+
+// Load reads path (may be empty: defaults only), applies env overrides,
+// resolves *_file secrets and validates.
+func Load(path string, getenv func(string) string) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	c.applyEnv(getenv)
+	if err := c.resolveSecrets(); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+func (c *Config) applyEnv(getenv func(string) string) {
+	set := func(dst *string, keys ...string) {
+		for _, k := range keys {
+			if v := getenv(k); v != "" {
+				*dst = v
+				return
+			}
+		}
+	}
+	set(&c.NATS.URL, "MINUTED_NATS_URL")
+	set(&c.Redis.URL, "MINUTED_REDIS_URL")
+	set(&c.HTTP.Addr, "MINUTED_HTTP_ADDR")
+	set(&c.Node, "MINUTED_NODE")
+	set(&c.ARI.URL, "ARI_URL")
+	set(&c.ARI.WSURL, "ARI_WSURL")
+	set(&c.ARI.Username, "ARI_USERNAME")
+	set(&c.ARI.Application, "ARI_APPLICATION")
+	if v := getenv("MINUTED_ADMIN_TOKEN"); v != "" {
+		c.HTTP.AdminToken = Secret(v)
+	}
+	if v := getenv("ARI_PASSWORD"); v != "" {
+		c.ARI.Password = Secret(v)
+	}
+}
+
+func readSecret(dst *Secret, file, key string) error {
+	if file == "" {
+		return nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("%s: cannot read secret file: %w", key, err)
+	}
+	*dst = Secret(strings.TrimSpace(string(b)))
+	return nil
+}
+
+func (c *Config) resolveSecrets() error {
+	return errors.Join(
+		readSecret(&c.ARI.Password, c.ARI.PasswordFile, "ari.password_file"),
+		readSecret(&c.NATS.Password, c.NATS.PasswordFile, "nats.password_file"),
+		readSecret(&c.Redis.Password, c.Redis.PasswordFile, "redis.password_file"),
+		readSecret(&c.HTTP.AdminToken, c.HTTP.AdminTokenFile, "http.admin_token_file"),
+	)
+}
+
+// Validate returns every problem at once, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	if c.Node != "" && strings.ContainsAny(c.Node, " .*>") {
+		bad("node", "%q must not contain spaces, '.', '*' or '>' (it is a NATS subject token)", c.Node)
+	}
+	if u, err := url.Parse(c.ARI.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		bad("ari.url", "%q must be an http(s) URL like http://127.0.0.1:8088/ari", c.ARI.URL)
+	}
+	if c.ARI.Application == "" {
+		bad("ari.application", "must be set (a distinct name per ingest; see ARI_APPLICATION)")
+	}
+	if c.ARI.RequestTimeout <= 0 {
+		bad("ari.request_timeout", "must be positive, e.g. 5s")
+	}
+	if c.ARI.ReconnectMin <= 0 || c.ARI.ReconnectMax < c.ARI.ReconnectMin {
+		bad("ari.reconnect_min/max", "need 0 < reconnect_min <= reconnect_max")
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		bad("nats.replicas", "must be 1..5, got %d", c.NATS.Replicas)
+	}
+	if c.NATS.Storage != "file" && c.NATS.Storage != "memory" {
+		bad("nats.storage", "must be file or memory, got %q", c.NATS.Storage)
+	}
+	if c.NATS.DuplicateWindow <= 0 {
+		bad("nats.duplicate_window", "must be positive, e.g. 10m")
+	}
+	if c.NATS.PublishBufferSize < 1 {
+		bad("nats.publish_buffer", "must be at least 1")
+	}
+	if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+		bad("redis.url", "%q must look like redis://host:6379/0 (MINUTED_REDIS_URL)", c.Redis.URL)
+	}
+	if c.Ingest.Variable == "" && !c.Ingest.UseAccountcode && len(c.Ingest.Rules) == 0 {
+		bad("ingest", "no attribution configured: set variable, use_accountcode or rules")
+	}
+	for i, r := range c.Ingest.Rules {
+		if err := call.CheckProject(r.Project); err != nil {
+			bad(fmt.Sprintf("ingest.rules[%d].project", i), "%v", err)
+		}
+		if r.Context == "" && r.Exten == "" {
+			bad(fmt.Sprintf("ingest.rules[%d]", i), "needs context and/or exten")
+		}
+	}
+	if c.Ingest.SnapshotInterval < time.Second {
+		bad("ingest.snapshot_interval", "must be at least 1s")
+	}
+	if c.Bill.UnknownProject != "create" && c.Bill.UnknownProject != "dead_letter" {
+		bad("bill.unknown_project", "must be create or dead_letter, got %q", c.Bill.UnknownProject)
+	}
+	if c.Bill.Batch < 1 || c.Bill.MaxInFlight < 1 {
+		bad("bill.batch/max_in_flight", "must be at least 1")
+	}
+	if c.Bill.AckWait < time.Second {
+		bad("bill.ack_wait", "must be at least 1s")
+	}
+	if c.Bill.OrphanAfter < c.Ingest.SnapshotInterval*2 {
+		bad("bill.orphan_after", "must be at least twice ingest.snapshot_interval (%v)", c.Ingest.SnapshotInterval)
+	}
+	if err := c.Defaults.Tariff.Validate(); err != nil {
+		bad("defaults.tariff", "%v", err)
+	}
+	if c.Defaults.OnExhausted != "allow" && c.Defaults.OnExhausted != "hangup" {
+		bad("defaults.on_exhausted", "must be allow or hangup, got %q", c.Defaults.OnExhausted)
+	}
+	if c.Defaults.CreditLimitSeconds < 0 {
+		bad("defaults.credit_limit_seconds", "must be >= 0")
+	}
+	return errors.Join(errs...)
+}
