@@ -292,3 +292,12 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// RedactURL hides the password of a URL (redis://:pw@host) for logs.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "<unparsable url>"
+	}
+	return u.Redacted()
+}

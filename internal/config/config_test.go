@@ -104,3 +104,9 @@ func FuzzLoad(f *testing.F) {
 }
 
 func fmtV(c Config) string { return fmt.Sprintf("%v %+v %#v", c, c, c.HTTP.AdminToken) }
+
+func TestRedactURL(t *testing.T) {
+	if got := RedactURL("redis://user:pw@h:6379/0"); strings.Contains(got, "pw") {
+		t.Errorf("RedactURL leaked the password: %s", got)
+	}
+}
