@@ -1,0 +1,192 @@
+// Package ari speaks the Asterisk REST Interface for minuted: a lean decoder
+// of the websocket events billing needs, a websocket Listener that never
+// blocks Asterisk, and a REST Client (list, hangup, continue, info).
+package ari
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// TimeLayout is the layout of ARI's "timestamp" and "creationtime":
+// milliseconds and the PBX's local UTC offset (2026-11-27T14:30:39.021+0000).
+const TimeLayout = "2006-01-02T15:04:05.000-0700"
+
+// Event types the ingest tracker acts on.
+const (
+	ChannelCreated      = "ChannelCreated"
+	ChannelDestroyed    = "ChannelDestroyed"
+	ChannelStateChange  = "ChannelStateChange"
+	ChannelVarset       = "ChannelVarset"
+	Dial                = "Dial"
+	ApplicationReplaced = "ApplicationReplaced"
+)
+
+// Event is one ARI websocket event, reduced to the fields billing needs.
+// Unknown event types decode without error: only Type and the common fields
+// are filled in.
+type Event struct {
+	Type        string
+	Timestamp   time.Time // UTC, millisecond precision
+	AsteriskID  string
+	Application string
+	// Channel is the subject of Channel* and Stasis* events; nil for a
+	// global ChannelVarset and for events about other objects.
+	Channel *Channel
+	// Caller (nil for an originate) and Peer of a Dial event.
+	Caller, Peer *Channel
+	DialStatus   string
+	// Cause and CauseTxt of ChannelDestroyed.
+	Cause    int
+	CauseTxt string
+	// Variable and Value of ChannelVarset.
+	Variable, Value string
+	// Replaced is true for ApplicationReplaced: another websocket took the
+	// application name and this connection will receive nothing more.
+	Replaced bool
+}
+
+// Channel is the channel snapshot carried by an event or listed by
+// GET /channels.
+type Channel struct {
+	ID, Name, State, AccountCode string
+	Context, Exten               string // current dialplan location
+	CreationTime                 time.Time
+	Vars                         map[string]string // ari.conf channelvars
+}
+
+type wireDialplan struct {
+	Context string `json:"context"`
+	Exten   string `json:"exten"`
+}
+
+type wireChannel struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	State        string            `json:"state"`
+	AccountCode  string            `json:"accountcode"`
+	Dialplan     wireDialplan      `json:"dialplan"`
+	CreationTime string            `json:"creationtime"`
+	ChannelVars  map[string]string `json:"channelvars"`
+}
+
+type wireEvent struct {
+	Type        string       `json:"type"`
+	Timestamp   string       `json:"timestamp"`
+	AsteriskID  string       `json:"asterisk_id"`
+	Application string       `json:"application"`
+	Channel     *wireChannel `json:"channel"`
+	Caller      *wireChannel `json:"caller"`
+	Peer        *wireChannel `json:"peer"`
+	DialStatus  string       `json:"dialstatus"`
+	Cause       int          `json:"cause"`
+	CauseTxt    string       `json:"cause_txt"`
+	Variable    string       `json:"variable"`
+	Value       string       `json:"value"`
+}
+
+// channelRequired lists the event types that must carry a channel with an id.
+var channelRequired = map[string]bool{
+	ChannelCreated: true, ChannelDestroyed: true, ChannelStateChange: true,
+	"ChannelDialplan": true, "ChannelHangupRequest": true, "ChannelCallerId": true,
+	"ChannelConnectedLine": true, "ChannelEnteredBridge": true, "ChannelLeftBridge": true,
+	"StasisStart": true, "StasisEnd": true,
+}
+
+// ParseTime parses an ARI time (any UTC offset) into UTC truncated to the
+// millisecond. RFC 3339 is accepted too.
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse("2006-01-02T15:04:05-0700", s) // fraction accepted when parsing
+	if err != nil {
+		t2, err2 := time.Parse(time.RFC3339Nano, s)
+		if err2 != nil {
+			return time.Time{}, fmt.Errorf("time %q is not like %s: %w", s, TimeLayout, err)
+		}
+		t = t2
+	}
+	return t.UTC().Truncate(time.Millisecond), nil
+}
+
+// Decode parses one websocket frame. Errors say why the frame is unusable:
+// malformed JSON, missing type, missing or bad timestamp, a channel event
+// without channel.id, a Dial without peer.id.
+func Decode(b []byte) (Event, error) {
+	var w wireEvent
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Event{}, fmt.Errorf("malformed ARI event JSON: %w", err)
+	}
+	if w.Type == "" {
+		return Event{}, errors.New("ARI event has no type")
+	}
+	ev := Event{
+		Type: w.Type, AsteriskID: w.AsteriskID, Application: w.Application,
+		DialStatus: w.DialStatus, Cause: w.Cause, CauseTxt: w.CauseTxt,
+		Variable: w.Variable, Value: w.Value, Replaced: w.Type == ApplicationReplaced,
+	}
+	if w.Timestamp == "" {
+		return ev, fmt.Errorf("ARI event %s has no timestamp", w.Type)
+	}
+	ts, err := ParseTime(w.Timestamp)
+	if err != nil {
+		return ev, fmt.Errorf("ARI event %s has a bad timestamp: %w", w.Type, err)
+	}
+	ev.Timestamp = ts
+	if ev.Channel, err = convChannel(w.Channel, "channel"); err != nil {
+		return ev, fmt.Errorf("ARI event %s: %w", w.Type, err)
+	}
+	if channelRequired[w.Type] && ev.Channel == nil {
+		return ev, fmt.Errorf("ARI event %s has no channel", w.Type)
+	}
+	if w.Type == Dial {
+		if ev.Caller, err = convChannel(w.Caller, "caller"); err != nil {
+			return ev, fmt.Errorf("ARI event Dial: %w", err)
+		}
+		if ev.Peer, err = convChannel(w.Peer, "peer"); err != nil {
+			return ev, fmt.Errorf("ARI event Dial: %w", err)
+		}
+		if ev.Peer == nil {
+			return ev, errors.New("ARI event Dial has no peer")
+		}
+	}
+	return ev, nil
+}
+
+func convChannel(w *wireChannel, field string) (*Channel, error) {
+	if w == nil {
+		return nil, nil
+	}
+	if w.ID == "" {
+		return nil, fmt.Errorf("%s has no id", field)
+	}
+	c := &Channel{
+		ID: w.ID, Name: w.Name, State: w.State, AccountCode: w.AccountCode,
+		Context: w.Dialplan.Context, Exten: w.Dialplan.Exten, Vars: w.ChannelVars,
+	}
+	if w.CreationTime != "" {
+		t, err := ParseTime(w.CreationTime)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s has a bad creationtime: %w", field, w.ID, err)
+		}
+		c.CreationTime = t
+	}
+	return c, nil
+}
+
+// DecodeChannels parses the body of GET /channels.
+func DecodeChannels(b []byte) ([]Channel, error) {
+	var ws []wireChannel
+	if err := json.Unmarshal(b, &ws); err != nil {
+		return nil, fmt.Errorf("malformed channel list JSON: %w", err)
+	}
+	out := make([]Channel, 0, len(ws))
+	for i := range ws {
+		c, err := convChannel(&ws[i], "channel")
+		if err != nil {
+			return nil, fmt.Errorf("channel list entry %d: %w", i, err)
+		}
+		out = append(out, *c)
+	}
+	return out, nil
+}
