@@ -1,0 +1,363 @@
+package ari
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/minuted/minuted/internal/config"
+)
+
+// MessageKind says what a Listener delivers.
+type MessageKind int
+
+const (
+	// Frame is one websocket text frame (an ARI event, undecoded).
+	Frame MessageKind = iota
+	// Connected: a websocket is up; events from here on are seen.
+	Connected
+	// Disconnected: the websocket is gone (Reason says why); events are
+	// lost until the next Connected.
+	Disconnected
+)
+
+func (k MessageKind) String() string {
+	switch k {
+	case Frame:
+		return "frame"
+	case Connected:
+		return "connected"
+	case Disconnected:
+		return "disconnected"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Message is what the Listener hands its consumer, in arrival order.
+type Message struct {
+	Kind   MessageKind
+	Data   []byte    // Frame only
+	At     time.Time // local clock when received / (dis)connected
+	Reason string    // Disconnected only
+}
+
+// ListenerOptions configures a Listener. Zero durations get defaults.
+type ListenerOptions struct {
+	ARI config.ARIConfig
+	// PingInterval is how often a ping is sent; a connection with no frame
+	// and no pong for ReadTimeout is declared dead.
+	PingInterval time.Duration // default 10s
+	ReadTimeout  time.Duration // default 3 × PingInterval
+	Logger       *slog.Logger
+}
+
+// Listener reads ARI events from /events?app=NAME&subscribeAll=true,
+// reconnecting with capped, jittered exponential backoff. Its reader never
+// waits on the consumer: frames go to an unbounded in-memory queue, so
+// Asterisk's websocket_write_timeout never fires because minuted is slow.
+type Listener struct {
+	opts   ListenerOptions
+	wsURL  string
+	header http.Header
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	queue  []Message
+	signal chan struct{}
+	closed bool
+
+	statsMu    sync.Mutex
+	reconnects int64
+}
+
+// WebsocketURL derives the events URL: ws_url (ARI_WSURL) if set, else the
+// REST URL with http→ws, https→wss and /events appended; app and
+// subscribeAll query parameters are added.
+func WebsocketURL(c config.ARIConfig) (string, error) {
+	raw := c.WSURL
+	if raw == "" {
+		u, err := url.Parse(c.URL)
+		if err != nil {
+			return "", fmt.Errorf("ari.url %q: %w", c.URL, err)
+		}
+		switch u.Scheme {
+		case "http":
+			u.Scheme = "ws"
+		case "https":
+			u.Scheme = "wss"
+		default:
+			return "", fmt.Errorf("ari.url %q must be http(s)", c.URL)
+		}
+		u.Path = strings.TrimRight(u.Path, "/") + "/events"
+		raw = u.String()
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("ari.ws_url %q: %w", raw, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return "", fmt.Errorf("ari.ws_url %q must be ws(s)", raw)
+	}
+	q := u.Query()
+	q.Set("app", c.Application)
+	q.Set("subscribeAll", "true")
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// NewListener checks the options; Run starts it.
+func NewListener(o ListenerOptions) (*Listener, error) {
+	if o.ARI.Application == "" {
+		return nil, errors.New("ari.application must be set: Asterisk refuses /events without app=")
+	}
+	u, err := WebsocketURL(o.ARI)
+	if err != nil {
+		return nil, err
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 10 * time.Second
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 3 * o.PingInterval
+	}
+	if o.ARI.ReconnectMin <= 0 {
+		o.ARI.ReconnectMin = 250 * time.Millisecond
+	}
+	if o.ARI.ReconnectMax < o.ARI.ReconnectMin {
+		o.ARI.ReconnectMax = max(10*time.Second, o.ARI.ReconnectMin)
+	}
+	if o.ARI.RequestTimeout <= 0 {
+		o.ARI.RequestTimeout = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := http.Header{}
+	if o.ARI.Username != "" || o.ARI.Password != "" {
+		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(o.ARI.Username+":"+string(o.ARI.Password))))
+	}
+	return &Listener{opts: o, wsURL: u, header: h, log: o.Logger, signal: make(chan struct{}, 1)}, nil
+}
+
+// URL is the websocket URL dialled (no credentials in it).
+func (l *Listener) URL() string { return l.wsURL }
+
+// Reconnects counts connections made after the first.
+func (l *Listener) Reconnects() int64 {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	return l.reconnects
+}
+
+// Pending is the number of messages queued for the consumer.
+func (l *Listener) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue)
+}
+
+func (l *Listener) push(m Message) {
+	l.mu.Lock()
+	l.queue = append(l.queue, m)
+	l.mu.Unlock()
+	select {
+	case l.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Next returns the queued messages in order (at least one), waiting until
+// there is one or ctx ends. After Run has returned and the queue is empty
+// it returns io.EOF-like ErrClosed.
+func (l *Listener) Next(ctx context.Context) ([]Message, error) {
+	for {
+		l.mu.Lock()
+		if len(l.queue) > 0 {
+			q := l.queue
+			l.queue = nil
+			l.mu.Unlock()
+			return q, nil
+		}
+		closed := l.closed
+		l.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.signal:
+		}
+	}
+}
+
+// ErrClosed is returned by Next once Run has ended and the queue is drained.
+var ErrClosed = errors.New("ari listener stopped")
+
+// Run connects, reads and reconnects until ctx ends.
+func (l *Listener) Run(ctx context.Context) error {
+	defer func() {
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		select {
+		case l.signal <- struct{}{}:
+		default:
+		}
+	}()
+	attempt := 0
+	first := true
+	for ctx.Err() == nil {
+		conn, err := l.dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			d := Backoff(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
+			attempt++
+			l.log.Warn("ARI websocket dial failed; retrying", "url", l.wsURL, "err", err, "retry_in", d)
+			if !sleepCtx(ctx, d) {
+				break
+			}
+			continue
+		}
+		if !first {
+			l.statsMu.Lock()
+			l.reconnects++
+			l.statsMu.Unlock()
+		}
+		first = false
+		up := time.Now()
+		l.log.Info("ARI websocket connected", "url", l.wsURL)
+		l.push(Message{Kind: Connected, At: up})
+		reason := l.read(ctx, conn)
+		now := time.Now()
+		l.push(Message{Kind: Disconnected, At: now, Reason: reason})
+		if ctx.Err() != nil {
+			break
+		}
+		l.log.Warn("ARI websocket lost; reconnecting", "reason", reason, "was_up", now.Sub(up).Round(time.Millisecond))
+		if now.Sub(up) >= l.opts.ARI.ReconnectMax {
+			attempt = 0 // a connection that lived a while resets the backoff
+		}
+		d := Backoff(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
+		attempt++
+		if !sleepCtx(ctx, d) {
+			break
+		}
+	}
+	return ctx.Err()
+}
+
+func (l *Listener) dial(ctx context.Context) (*websocket.Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: l.opts.ARI.RequestTimeout, Proxy: http.ProxyFromEnvironment}
+	conn, resp, err := d.DialContext(ctx, l.wsURL, l.header)
+	if err != nil {
+		if resp != nil {
+			switch resp.StatusCode {
+			case http.StatusUnauthorized:
+				return nil, fmt.Errorf("ARI refused the credentials of user %q (HTTP 401): check ari.username/password and ari.conf: %w", l.opts.ARI.Username, err)
+			default:
+				return nil, fmt.Errorf("ARI websocket handshake: HTTP %d: %w", resp.StatusCode, err)
+			}
+		}
+		return nil, fmt.Errorf("ARI websocket dial: %w", err)
+	}
+	return conn, nil
+}
+
+// read pumps frames into the queue until the connection fails; it returns
+// the reason.
+func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // pinger and ctx watcher
+		defer wg.Done()
+		t := time.NewTicker(l.opts.PingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "minuted stopping"), time.Now().Add(time.Second))
+				_ = conn.Close()
+				return
+			case <-t.C:
+				_ = conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(l.opts.PingInterval))
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		_ = conn.Close()
+		wg.Wait()
+	}()
+	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout)) }
+	extend()
+	conn.SetPongHandler(func(string) error { extend(); return nil })
+	for {
+		typ, data, err := conn.ReadMessage()
+		if err != nil {
+			if ctx.Err() != nil {
+				return "minuted stopping"
+			}
+			return err.Error()
+		}
+		extend()
+		if typ != websocket.TextMessage {
+			continue
+		}
+		if isReplaced(data) {
+			l.log.Warn("ARI application replaced: another client opened a websocket with the same app name, so this one receives nothing more; closing and reconnecting (give each listener its own ari.application)",
+				"application", l.opts.ARI.Application)
+			return "application replaced by another client"
+		}
+		l.push(Message{Kind: Frame, Data: data, At: time.Now()})
+	}
+}
+
+func isReplaced(b []byte) bool {
+	if !bytes.Contains(b, []byte(ApplicationReplaced)) {
+		return false
+	}
+	ev, err := Decode(b)
+	if err != nil {
+		return bytes.Contains(b, []byte(`"type":"ApplicationReplaced"`))
+	}
+	return ev.Replaced
+}
+
+// Backoff is the delay before retry number attempt (0-based): min·2^attempt
+// capped at max, with "equal jitter" (half fixed, half random by r∈[0,1)).
+func Backoff(minD, maxD time.Duration, attempt int, r float64) time.Duration {
+	d := minD
+	for i := 0; i < attempt && d < maxD; i++ {
+		d *= 2
+	}
+	d = min(d, maxD)
+	return d/2 + time.Duration(r*float64(d/2))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
