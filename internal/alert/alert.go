@@ -11,7 +11,7 @@ const (
 	UnknownProject = "unknown_project" // a call named a project minuted did not know
 	ARILost        = "ari_lost"
 	ARIRestored    = "ari_restored"
-	Unbilled       = "unbilled"     // calls with no project were seen
+	Unbilled       = "unbilled"      // calls with no project were seen
 	DeadLettered   = "dead_lettered" // a message could not be processed
 	RedisDown      = "redis_down"
 )
