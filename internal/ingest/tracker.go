@@ -1,0 +1,603 @@
+// Package ingest turns the ARI events of one Asterisk into CALLS messages:
+// a pure Tracker decides which channel is billed to which project (SPEC
+// §3), and a Service runs it against a live websocket, reconciles after
+// gaps, publishes snapshots and obeys hangup commands.
+package ingest
+
+import (
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/minuted/minuted/internal/ari"
+	"github.com/minuted/minuted/internal/call"
+	"github.com/minuted/minuted/internal/config"
+)
+
+// Attribution says how a channel's project is found, first match wins:
+// the channel variable, the accountcode, the context/exten rules.
+type Attribution struct {
+	Variable       string // "" disables mode 1
+	UseAccountcode bool
+	Rules          []config.Rule
+}
+
+// LinkedIDVar is the channelvars entry that groups all legs of one call
+// when listed in ari.conf.
+const LinkedIDVar = "CHANNEL(linkedid)"
+
+// EndSuperseded is the end_reason of a candidate channel that lost its
+// call to another channel of the same call that answered first.
+const EndSuperseded = "superseded"
+
+// TrackerStats counts what the tracker decided.
+type TrackerStats struct {
+	Unbilled       int64 // calls published to _unbilled
+	InvalidProject int64 // channels whose project id failed call.ValidProject
+	Estimated      int64 // ended events with an estimated end
+}
+
+type channel struct {
+	id, name, base string
+	state, acct    string
+	context, exten string
+	vars           map[string]string
+	created        time.Time
+	lastSeen       time.Time
+	upAt           time.Time // zero until Up
+	upEstimated    bool
+	dialled        bool
+	project, by    string
+	badProject     string
+	g              *group
+	// billing state of this channel
+	started, answered, closed bool
+	cause                     int
+	causeTxt                  string
+}
+
+type group struct {
+	members      []*channel
+	billed       *channel // current billed channel (may have ended)
+	unbilledSent bool
+}
+
+// Tracker is a pure state machine: events in, CALLS messages out. It does
+// no I/O and reads no clock; it is not safe for concurrent use.
+type Tracker struct {
+	node     string
+	fixed    bool
+	attr     Attribution
+	chans    map[string]*channel
+	byBase   map[string][]*channel
+	byLinked map[string]*channel
+	gone     map[string]struct{} // recently destroyed ids, to ignore stragglers
+	goneRing []string
+	goneNext int
+
+	connected      bool
+	disconnectedAt time.Time
+	stats          TrackerStats
+	// OnInvalid, if set, is told about each channel with a bad project id.
+	OnInvalid func(channel, project string)
+}
+
+const goneMemory = 4096
+
+// NewTracker returns a tracker for node (empty: learnt from the events'
+// asterisk_id).
+func NewTracker(node string, a Attribution) *Tracker {
+	return &Tracker{
+		node: node, fixed: node != "", attr: a, connected: true,
+		chans: map[string]*channel{}, byBase: map[string][]*channel{}, byLinked: map[string]*channel{},
+		gone: map[string]struct{}{}, goneRing: make([]string, goneMemory),
+	}
+}
+
+// Node is the node id in use ("" until known).
+func (t *Tracker) Node() string { return t.node }
+
+// SetNode sets the node id if no override was configured (e.g. from
+// GET /asterisk/info before any event arrived).
+func (t *Tracker) SetNode(id string) {
+	if !t.fixed && id != "" {
+		t.node = id
+	}
+}
+
+// Stats returns the counters.
+func (t *Tracker) Stats() TrackerStats { return t.stats }
+
+// Live is the number of tracked channels.
+func (t *Tracker) Live() int { return len(t.chans) }
+
+// Handle applies one event and returns the messages it causes.
+func (t *Tracker) Handle(ev ari.Event) []call.Event {
+	if !t.fixed && ev.AsteriskID != "" {
+		t.node = ev.AsteriskID
+	}
+	var out []call.Event
+	switch ev.Type {
+	case ari.Dial:
+		if ev.Peer == nil {
+			return nil
+		}
+		peer := t.observe(ev.Peer, ev.Timestamp, &out)
+		if peer == nil {
+			return nil
+		}
+		if ev.Caller != nil {
+			if caller := t.observe(ev.Caller, ev.Timestamp, &out); caller != nil {
+				t.markDialled(peer)
+				t.union(caller.g, peer.g, ev.Timestamp, &out)
+			}
+		}
+		t.evaluate(peer.g, ev.Timestamp, &out)
+	case ari.ChannelVarset:
+		if ev.Channel == nil {
+			return nil
+		}
+		c := t.observe(ev.Channel, ev.Timestamp, &out)
+		if c == nil {
+			return nil
+		}
+		if ev.Variable != "" {
+			if c.vars == nil {
+				c.vars = map[string]string{}
+			}
+			c.vars[ev.Variable] = ev.Value
+		}
+		t.evaluate(c.g, ev.Timestamp, &out)
+	case ari.ChannelDestroyed:
+		if ev.Channel == nil {
+			return nil
+		}
+		c := t.observe(ev.Channel, ev.Timestamp, &out)
+		if c == nil {
+			return nil
+		}
+		c.cause, c.causeTxt = ev.Cause, ev.CauseTxt
+		t.evaluate(c.g, ev.Timestamp, &out)
+		t.end(c, ev.Timestamp, false, &out)
+	default:
+		if ev.Channel == nil {
+			return nil
+		}
+		c := t.observe(ev.Channel, ev.Timestamp, &out)
+		if c == nil {
+			return nil
+		}
+		t.evaluate(c.g, ev.Timestamp, &out)
+	}
+	return out
+}
+
+// observe creates or refreshes the channel from an event's snapshot; nil
+// for a channel already destroyed.
+func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *channel {
+	if _, dead := t.gone[s.ID]; dead {
+		return nil
+	}
+	c := t.chans[s.ID]
+	if c == nil {
+		c = &channel{id: s.ID, created: s.CreationTime, g: &group{}}
+		if c.created.IsZero() {
+			c.created = at
+		}
+		c.g.members = []*channel{c}
+		t.chans[s.ID] = c
+	}
+	if at.After(c.lastSeen) {
+		c.lastSeen = at
+	}
+	c.state, c.acct = s.State, s.AccountCode
+	if s.Context != "" || s.Exten != "" {
+		c.context, c.exten = s.Context, s.Exten
+	}
+	if len(s.Vars) > 0 {
+		if c.vars == nil {
+			c.vars = make(map[string]string, len(s.Vars))
+		}
+		for k, v := range s.Vars {
+			c.vars[k] = v
+		}
+	}
+	if s.Name != "" && c.name != s.Name {
+		c.name = s.Name
+		t.joinLocal(c, at, out)
+	}
+	if id := c.vars[LinkedIDVar]; id != "" {
+		if other := t.byLinked[id]; other == nil {
+			t.byLinked[id] = c
+		} else if other != c {
+			t.union(other.g, c.g, at, out)
+		}
+	}
+	if s.State == "Up" && c.upAt.IsZero() {
+		c.upAt = at
+	}
+	return c
+}
+
+// localBase returns "Local/x@ctx-0000000a" for a Local half, "" otherwise.
+func localBase(name string) string {
+	if !strings.HasPrefix(name, "Local/") || len(name) < 3 {
+		return ""
+	}
+	if s := name[len(name)-2:]; s == ";1" || s == ";2" {
+		return name[:len(name)-2]
+	}
+	return ""
+}
+
+func (t *Tracker) joinLocal(c *channel, at time.Time, out *[]call.Event) {
+	b := localBase(c.name)
+	if b == "" || b == c.base {
+		return
+	}
+	c.base = b
+	for _, o := range t.byBase[b] {
+		if o != c {
+			if o.dialled || c.dialled {
+				o.dialled, c.dialled = true, true
+			}
+			t.union(o.g, c.g, at, out)
+		}
+	}
+	t.byBase[b] = append(t.byBase[b], c)
+}
+
+func (t *Tracker) markDialled(c *channel) {
+	c.dialled = true
+	for _, o := range t.byBase[c.base] {
+		if c.base != "" {
+			o.dialled = true
+		}
+	}
+}
+
+// union merges two groups.
+func (t *Tracker) union(a, b *group, at time.Time, out *[]call.Event) {
+	if a == b {
+		return
+	}
+	if len(a.members) < len(b.members) {
+		a, b = b, a
+	}
+	for _, m := range b.members {
+		m.g = a
+	}
+	a.members = append(a.members, b.members...)
+	a.unbilledSent = a.unbilledSent || b.unbilledSent
+	switch {
+	case a.billed == nil:
+		a.billed = b.billed
+	case b.billed == nil:
+	default:
+		// Two candidates in one call: keep the answered (or earlier) one;
+		// the other is superseded if it has not answered, else both stay
+		// billed (answered calls are never taken back).
+		keep, drop := a.billed, b.billed
+		if !keep.answered && (drop.answered || drop.created.Before(keep.created)) {
+			keep, drop = drop, keep
+		}
+		a.billed = keep
+		if !drop.answered && !drop.closed {
+			t.supersede(drop, at, out)
+		}
+	}
+}
+
+// attribute finds c's project by the configured modes, first match wins.
+func (t *Tracker) attribute(c *channel, callerSideHasProject bool) (project, by string) {
+	if t.attr.Variable != "" {
+		if v := c.vars[t.attr.Variable]; v != "" {
+			if !c.dialled || !callerSideHasProject {
+				return v, call.ByVariable
+			}
+			return "", ""
+		}
+	}
+	if c.dialled {
+		return "", ""
+	}
+	if t.attr.UseAccountcode && c.acct != "" {
+		return c.acct, call.ByAccountcode
+	}
+	for _, r := range t.attr.Rules {
+		if match(r.Context, c.context) && match(r.Exten, c.exten) && (r.Context != "" || r.Exten != "") {
+			return r.Project, call.ByRule
+		}
+	}
+	return "", ""
+}
+
+func match(pattern, s string) bool {
+	if pattern == "" {
+		return true
+	}
+	ok, err := path.Match(pattern, s)
+	return err == nil && ok
+}
+
+// evaluate re-attributes the members of g and moves the billed channel:
+// started when a candidate appears, answered when it is Up, a candidate
+// superseded by another eligible channel of the call that answered first.
+func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
+	callerSide := false
+	for _, m := range g.members {
+		if !m.dialled && (m.project != "" || t.nonDialledProject(m)) {
+			callerSide = true
+			break
+		}
+	}
+	var eligible []*channel
+	for _, m := range g.members {
+		if !m.started && !m.closed {
+			p, by := t.attribute(m, callerSide)
+			if p != "" && !call.ValidProject(p) {
+				if m.badProject != p {
+					m.badProject = p
+					t.stats.InvalidProject++
+					if t.OnInvalid != nil {
+						t.OnInvalid(m.id, p)
+					}
+				}
+				p, by = "", ""
+			}
+			m.project, m.by = p, by
+		}
+		if m.project != "" && !m.closed && (m.started || !m.dialled || m.by == call.ByVariable && !callerSide) {
+			eligible = append(eligible, m)
+		}
+	}
+	b := g.billed
+	if b != nil && !b.answered && !b.closed && b.dialled && b.by == call.ByVariable && callerSide {
+		// a dialled leg loses to a caller side that got a project
+		t.supersede(b, at, out)
+		g.billed, b = nil, nil
+	}
+	if b != nil && !b.answered && !b.closed {
+		// first answered eligible channel wins
+		var first *channel
+		for _, m := range eligible {
+			if !m.upAt.IsZero() && (first == nil || m.upAt.Before(first.upAt)) {
+				first = m
+			}
+		}
+		if first != nil && first != b {
+			t.supersede(b, at, out)
+			b = nil
+			g.billed = nil
+			t.start(first, out)
+			g.billed = first
+			b = first
+		}
+	}
+	if g.billed == nil {
+		var pick *channel
+		for _, m := range eligible {
+			if m.started {
+				continue
+			}
+			if pick == nil || (!m.upAt.IsZero() && (pick.upAt.IsZero() || m.upAt.Before(pick.upAt))) {
+				pick = m
+			}
+		}
+		if pick != nil {
+			t.start(pick, out)
+			g.billed = pick
+		}
+	}
+	if b := g.billed; b != nil && b.started && !b.answered && !b.closed && !b.upAt.IsZero() {
+		b.answered = true
+		*out = append(*out, t.msg(b, call.Answered))
+	}
+}
+
+func (t *Tracker) nonDialledProject(m *channel) bool {
+	if m.dialled {
+		return false
+	}
+	p, _ := t.attribute(m, false)
+	return p != "" && call.ValidProject(p)
+}
+
+func (t *Tracker) start(c *channel, out *[]call.Event) {
+	c.started = true
+	*out = append(*out, t.msg(c, call.Started))
+}
+
+func (t *Tracker) supersede(c *channel, at time.Time, out *[]call.Event) {
+	c.closed = true
+	e := t.msg(c, call.Ended)
+	e.AnsweredAt = nil
+	end := at
+	e.EndedAt = &end
+	e.TalkMS = 0
+	e.EndReason = EndSuperseded
+	*out = append(*out, e)
+}
+
+// end closes c at `at` (its ChannelDestroyed, or the estimate) and forgets it.
+func (t *Tracker) end(c *channel, at time.Time, estimated bool, out *[]call.Event) {
+	g := c.g
+	switch {
+	case c.started && !c.closed:
+		c.closed = true
+		e := t.msg(c, call.Ended)
+		end := at
+		e.EndedAt = &end
+		e.TalkMS = e.Talk()
+		e.Cause, e.CauseTxt, e.Estimated = c.cause, c.causeTxt, estimated || c.upEstimated
+		if estimated {
+			t.stats.Estimated++
+		}
+		*out = append(*out, e)
+	case !c.started && !c.closed && c.project == "" && !c.dialled && g.billed == nil && !g.unbilledSent:
+		g.unbilledSent = true
+		t.stats.Unbilled++
+		e := t.msg(c, call.Ended)
+		e.Project, e.AttributedBy = "", ""
+		end := at
+		e.EndedAt = &end
+		e.TalkMS = e.Talk()
+		e.Cause, e.CauseTxt, e.Estimated = c.cause, c.causeTxt, estimated
+		*out = append(*out, e)
+	}
+	t.forget(c)
+}
+
+func (t *Tracker) forget(c *channel) {
+	delete(t.chans, c.id)
+	if t.goneRing[t.goneNext] != "" {
+		delete(t.gone, t.goneRing[t.goneNext])
+	}
+	t.goneRing[t.goneNext] = c.id
+	t.goneNext = (t.goneNext + 1) % goneMemory
+	t.gone[c.id] = struct{}{}
+	if c.base != "" {
+		l := t.byBase[c.base][:0]
+		for _, o := range t.byBase[c.base] {
+			if o != c {
+				l = append(l, o)
+			}
+		}
+		if len(l) == 0 {
+			delete(t.byBase, c.base)
+		} else {
+			t.byBase[c.base] = l
+		}
+	}
+	if id := c.vars[LinkedIDVar]; id != "" && t.byLinked[id] == c {
+		delete(t.byLinked, id)
+		for _, o := range c.g.members {
+			if o != c && o.vars[LinkedIDVar] == id {
+				t.byLinked[id] = o
+				break
+			}
+		}
+	}
+	g := c.g
+	ms := g.members[:0]
+	for _, o := range g.members {
+		if o != c {
+			ms = append(ms, o)
+		}
+	}
+	g.members = ms
+}
+
+func (t *Tracker) msg(c *channel, k call.Kind) call.Event {
+	e := call.Event{
+		Schema: call.Schema, Kind: k, Node: t.node, Channel: c.id, Name: c.name,
+		Project: c.project, AttributedBy: c.by, CreatedAt: call.UTCms(c.created),
+	}
+	if !c.upAt.IsZero() {
+		up := call.UTCms(c.upAt)
+		e.AnsweredAt = &up
+		if k == call.Answered {
+			e.Estimated = c.upEstimated
+		}
+	}
+	return e
+}
+
+// Disconnected records that the websocket dropped at `at`: events are
+// lost until Reconcile.
+func (t *Tracker) Disconnected(at time.Time) {
+	if t.connected {
+		t.connected = false
+		t.disconnectedAt = call.UTCms(at)
+	}
+}
+
+// Connected reports whether the tracker sees Asterisk (no gap pending).
+func (t *Tracker) Connected() bool { return t.connected }
+
+// Reconcile applies the list of live channels fetched after (re)connecting
+// at `at`. Tracked channels missing from live vanished in the gap: they end
+// at the last time they were known alive (the later of their last event
+// and the disconnect), Estimated. Live channels not tracked are adopted;
+// if already Up they are answered at the earliest time consistent with
+// what was seen (their creation, or the disconnect), Estimated.
+func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
+	at = call.UTCms(at)
+	var out []call.Event
+	seen := make(map[string]bool, len(live))
+	for _, c := range live {
+		seen[c.ID] = true
+	}
+	var vanished []*channel
+	for _, c := range t.chans {
+		if !seen[c.id] {
+			vanished = append(vanished, c)
+		}
+	}
+	sort.Slice(vanished, func(i, j int) bool { return vanished[i].created.Before(vanished[j].created) || vanished[i].created.Equal(vanished[j].created) && vanished[i].id < vanished[j].id })
+	for _, c := range vanished {
+		end := c.lastSeen
+		if !t.connected && t.disconnectedAt.After(end) {
+			end = t.disconnectedAt
+		}
+		t.end(c, end, true, &out)
+	}
+	sorted := append([]ari.Channel(nil), live...)
+	sort.Slice(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		return a.CreationTime.Before(b.CreationTime) || a.CreationTime.Equal(b.CreationTime) && a.ID < b.ID
+	})
+	var groups []*group
+	for i := range sorted {
+		s := &sorted[i]
+		delete(t.gone, s.ID)
+		prev := t.chans[s.ID]
+		wasUp := prev != nil && !prev.upAt.IsZero()
+		earliest := s.CreationTime
+		if prev != nil {
+			earliest = prev.lastSeen
+		}
+		if !t.connected && t.disconnectedAt.After(earliest) {
+			earliest = t.disconnectedAt
+		}
+		c := t.observe(s, at, &out)
+		if c == nil {
+			continue
+		}
+		if s.State == "Up" && !wasUp {
+			c.upAt = earliest
+			if c.upAt.IsZero() || c.upAt.After(at) {
+				c.upAt = at
+			}
+			c.upEstimated = true
+		}
+		groups = append(groups, c.g)
+	}
+	for _, g := range groups {
+		if len(g.members) > 0 && g.members[0].g == g {
+			t.evaluate(g, at, &out)
+		}
+	}
+	t.connected = true
+	t.disconnectedAt = time.Time{}
+	return out
+}
+
+// Snapshot lists the live billed calls at `at`.
+func (t *Tracker) Snapshot(at time.Time) call.Snapshot {
+	s := call.Snapshot{Schema: call.Schema, Node: t.node, At: call.UTCms(at), Connected: t.connected, Calls: []call.LiveCall{}}
+	for _, c := range t.chans {
+		if !c.started || c.closed {
+			continue
+		}
+		lc := call.LiveCall{Channel: c.id, Project: c.project}
+		if c.answered {
+			up := call.UTCms(c.upAt)
+			lc.AnsweredAt = &up
+		}
+		s.Calls = append(s.Calls, lc)
+	}
+	sort.Slice(s.Calls, func(i, j int) bool { return s.Calls[i].Channel < s.Calls[j].Channel })
+	return s
+}
