@@ -535,7 +535,9 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 			vanished = append(vanished, c)
 		}
 	}
-	sort.Slice(vanished, func(i, j int) bool { return vanished[i].created.Before(vanished[j].created) || vanished[i].created.Equal(vanished[j].created) && vanished[i].id < vanished[j].id })
+	sort.Slice(vanished, func(i, j int) bool {
+		return vanished[i].created.Before(vanished[j].created) || vanished[i].created.Equal(vanished[j].created) && vanished[i].id < vanished[j].id
+	})
 	for _, c := range vanished {
 		end := c.lastSeen
 		if !t.connected && t.disconnectedAt.After(end) {
