@@ -202,6 +202,15 @@ func (l *Listener) Next(ctx context.Context) ([]Message, error) {
 	}
 }
 
+// TryNext returns the queued messages without waiting (nil if none).
+func (l *Listener) TryNext() []Message {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queue
+	l.queue = nil
+	return q
+}
+
 // ErrClosed is returned by Next once Run has ended and the queue is drained.
 var ErrClosed = errors.New("ari listener stopped")
 

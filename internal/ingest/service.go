@@ -1,0 +1,349 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/minuted/minuted/internal/ari"
+	"github.com/minuted/minuted/internal/call"
+	"github.com/minuted/minuted/internal/config"
+	"github.com/minuted/minuted/internal/stream"
+)
+
+// Publisher appends CALLS messages in order (stream.Publisher satisfies it).
+type Publisher interface {
+	Enqueue(ctx context.Context, subject, msgID string, data []byte) error
+}
+
+// Options configure the ingest role.
+type Options struct {
+	Node             string // override of the asterisk_id
+	ARI              config.ARIConfig
+	Attribution      Attribution
+	SnapshotInterval time.Duration
+	// PingInterval of the ARI websocket (0: ari's default).
+	PingInterval time.Duration
+	Logger       *slog.Logger
+}
+
+// Stats are the Service's counters.
+type Stats struct {
+	EventsReceived int64
+	DecodeErrors   int64
+	DeadLettered   int64
+	Published      int64
+	PublishErrors  int64
+	Reconnects     int64
+	Reconciles     int64
+	Snapshots      int64
+	Hangups        int64
+	HangupErrors   int64
+	Tracker        TrackerStats
+}
+
+// Service is the ingest role of one Asterisk.
+type Service struct {
+	o   Options
+	pub Publisher
+	nc  *nats.Conn
+	log *slog.Logger
+	cli *ari.Client
+
+	mu sync.Mutex // guards tr and up
+	tr *Tracker
+	up bool
+
+	received, decodeErr, dead, published, pubErr atomic.Int64
+	reconnects, reconciles, snapshots            atomic.Int64
+	hangups, hangupErr                           atomic.Int64
+}
+
+// New builds the service; Run starts it.
+func New(o Options, pub Publisher, nc *nats.Conn) *Service {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.SnapshotInterval <= 0 {
+		o.SnapshotInterval = 10 * time.Second
+	}
+	log := o.Logger.With("component", "ingest")
+	s := &Service{o: o, pub: pub, nc: nc, log: log, cli: ari.NewClient(o.ARI, log)}
+	s.tr = NewTracker(o.Node, o.Attribution)
+	s.tr.OnInvalid = func(ch, p string) {
+		log.Warn("channel has an invalid project id; published as unbilled", "channel", ch, "project", p,
+			"rule", "project ids match ^[A-Za-z0-9_-]{1,64}$")
+	}
+	return s
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	ts := s.tr.Stats()
+	s.mu.Unlock()
+	return Stats{
+		EventsReceived: s.received.Load(), DecodeErrors: s.decodeErr.Load(), DeadLettered: s.dead.Load(),
+		Published: s.published.Load(), PublishErrors: s.pubErr.Load(), Reconnects: s.reconnects.Load(),
+		Reconciles: s.reconciles.Load(), Snapshots: s.snapshots.Load(), Hangups: s.hangups.Load(),
+		HangupErrors: s.hangupErr.Load(), Tracker: ts,
+	}
+}
+
+// Node is the node id in use ("" until learnt).
+func (s *Service) Node() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tr.Node()
+}
+
+// Connected reports whether the websocket is up and reconciled.
+func (s *Service) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up
+}
+
+// Run listens until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	l, err := ari.NewListener(ari.ListenerOptions{ARI: s.o.ARI, PingInterval: s.o.PingInterval, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = l.Run(ctx) }()
+	go func() { defer wg.Done(); s.snapshotLoop(ctx) }()
+	defer wg.Wait()
+	var sub *nats.Subscription
+	defer func() {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	first := true
+	for {
+		batch, err := l.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ari.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		for i := 0; i < len(batch); i++ {
+			m := batch[i]
+			switch m.Kind {
+			case ari.Frame:
+				s.frame(ctx, m.Data)
+			case ari.Disconnected:
+				s.mu.Lock()
+				s.up = false
+				s.tr.Disconnected(m.At)
+				s.mu.Unlock()
+			case ari.Connected:
+				if !first {
+					s.reconnects.Add(1)
+				}
+				first = false
+				live, ok := s.listLive(ctx)
+				if !ok {
+					return nil
+				}
+				if sub == nil {
+					sub = s.subscribeControl(ctx)
+				}
+				// Frames that arrived while listing are older than the
+				// list: apply them first, then reconcile.
+				more := l.TryNext()
+				batch = append(batch[:i+1:i+1], more...)
+				j := i + 1
+				for ; j < len(batch) && batch[j].Kind == ari.Frame; j++ {
+					s.frame(ctx, batch[j].Data)
+				}
+				s.mu.Lock()
+				out := s.tr.Reconcile(live, time.Now())
+				s.up = true
+				s.mu.Unlock()
+				s.reconciles.Add(1)
+				s.publish(ctx, out)
+				i = j - 1
+			}
+		}
+	}
+}
+
+// listLive fetches the live channels, retrying until it works or ctx ends;
+// it also learns the node id from /asterisk/info when none is configured.
+func (s *Service) listLive(ctx context.Context) ([]ari.Channel, bool) {
+	for attempt := 0; ; attempt++ {
+		if s.Node() == "" {
+			if id, err := s.cli.Info(ctx); err == nil {
+				s.mu.Lock()
+				s.tr.SetNode(id)
+				s.mu.Unlock()
+			}
+		}
+		live, err := s.cli.ListChannels(ctx)
+		if err == nil {
+			return live, true
+		}
+		s.log.Error("cannot list live channels after connecting; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(ari.Backoff(s.o.ARI.ReconnectMin, max(s.o.ARI.ReconnectMax, s.o.ARI.ReconnectMin), attempt, 0.5)):
+		}
+	}
+}
+
+func (s *Service) frame(ctx context.Context, b []byte) {
+	s.received.Add(1)
+	ev, err := ari.Decode(b)
+	if err != nil {
+		s.decodeErr.Add(1)
+		s.log.Warn("undecodable ARI event sent to the dead-letter subject", "reason", err, "subject", call.DLQSubject("ari"), "bytes", len(b))
+		s.deadLetter(ctx, b, err)
+		return
+	}
+	s.mu.Lock()
+	out := s.tr.Handle(ev)
+	s.mu.Unlock()
+	s.publish(ctx, out)
+}
+
+func (s *Service) deadLetter(ctx context.Context, b []byte, reason error) {
+	if s.nc == nil {
+		return
+	}
+	js, err := jetstream.New(s.nc)
+	if err == nil {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = stream.DeadLetter(dctx, js, "ari", b, reason)
+		cancel()
+	}
+	if err != nil {
+		s.log.Error("cannot dead-letter an undecodable ARI event", "err", err)
+		return
+	}
+	s.dead.Add(1)
+}
+
+func (s *Service) publish(ctx context.Context, out []call.Event) {
+	for i := range out {
+		e := &out[i]
+		b, err := json.Marshal(e)
+		if err == nil {
+			err = s.pub.Enqueue(ctx, e.Subject(), e.MsgID(), b)
+		}
+		if err != nil {
+			s.pubErr.Add(1)
+			s.log.Error("cannot enqueue call event", "subject", e.Subject(), "msg_id", e.MsgID(), "err", err)
+			continue
+		}
+		s.published.Add(1)
+		if e.Project == "" {
+			s.log.Info("unbilled call: no project attributed", "channel", e.Channel, "name", e.Name, "talk_ms", e.TalkMS)
+		}
+	}
+}
+
+func (s *Service) snapshotLoop(ctx context.Context) {
+	t := time.NewTicker(s.o.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.PublishSnapshot()
+		}
+	}
+}
+
+// PublishSnapshot publishes the live billed calls on core NATS now.
+func (s *Service) PublishSnapshot() {
+	s.mu.Lock()
+	snap := s.tr.Snapshot(time.Now())
+	snap.Connected = snap.Connected && s.up
+	s.mu.Unlock()
+	if snap.Node == "" || s.nc == nil {
+		return
+	}
+	b, err := json.Marshal(snap)
+	if err == nil {
+		err = s.nc.Publish(call.SnapshotSubject(snap.Node), b)
+	}
+	if err != nil {
+		s.log.Warn("cannot publish node snapshot", "err", err)
+		return
+	}
+	s.snapshots.Add(1)
+}
+
+// ariReasons are the hangup reasons DELETE /channels accepts.
+var ariReasons = map[string]bool{
+	"normal": true, "busy": true, "congestion": true, "no_answer": true, "timeout": true, "rejected": true,
+	"unallocated": true, "normal_unspecified": true, "number_incomplete": true, "codec_mismatch": true,
+	"interworking": true, "failure": true, "answered_elsewhere": true,
+}
+
+func (s *Service) subscribeControl(ctx context.Context) *nats.Subscription {
+	node := s.Node()
+	if node == "" || s.nc == nil {
+		s.log.Warn("hangup commands disabled: node id unknown or no NATS connection")
+		return nil
+	}
+	subj := call.ControlSubject(node, "hangup")
+	sub, err := s.nc.Subscribe(subj, func(m *nats.Msg) {
+		var h call.Hangup
+		if err := json.Unmarshal(m.Data, &h); err != nil || h.Channel == "" {
+			s.log.Warn("ignoring malformed hangup command", "subject", m.Subject, "err", err)
+			s.respond(m, fmt.Errorf("malformed hangup command: %v", err))
+			return
+		}
+		go s.hangup(ctx, m, h)
+	})
+	if err != nil {
+		s.log.Error("cannot subscribe to hangup commands", "subject", subj, "err", err)
+		return nil
+	}
+	return sub
+}
+
+func (s *Service) hangup(ctx context.Context, m *nats.Msg, h call.Hangup) {
+	reason := h.Reason
+	if !ariReasons[reason] {
+		reason = "normal"
+	}
+	s.hangups.Add(1)
+	err := s.cli.Hangup(ctx, h.Channel, reason)
+	if err != nil {
+		s.hangupErr.Add(1)
+		s.log.Error("hangup command failed", "channel", h.Channel, "project", h.Project, "err", err)
+	} else {
+		s.log.Info("hung up channel on command", "channel", h.Channel, "project", h.Project, "reason", h.Reason)
+	}
+	s.respond(m, err)
+}
+
+func (s *Service) respond(m *nats.Msg, err error) {
+	if m.Reply == "" {
+		return
+	}
+	r := map[string]any{"ok": err == nil}
+	if err != nil {
+		r["error"] = err.Error()
+	}
+	b, _ := json.Marshal(r)
+	_ = m.Respond(b)
+}
