@@ -33,6 +33,15 @@ func commands() map[string]command {
 		"api":    {"serve the admin HTTP API, /metrics, /healthz, /readyz", roleCommand("api")},
 		"sim":    {"run the ARI test double: a fake Asterisk replaying traces or synthetic calls", runSim},
 		"config": {"config check: validate the configuration and exit", runConfig},
+
+		"projects": {"list projects with balance, tariff and policy (admin API)", operatorCommand("projects")},
+		"project":  {"project show ID | project set ID [flags]: tariff, thresholds, credit limit, policy", operatorCommand("project")},
+		"topup":    {"topup ID (-minutes X | -seconds N) -ref REF: add talk time, once per reference", operatorCommand("topup")},
+		"balance":  {"balance ID: a project's balance in minutes", operatorCommand("balance")},
+		"calls":    {"calls ID: live calls with their running talk time", operatorCommand("calls")},
+		"ledger":   {"ledger ID [-n 50]: the latest debits, refunds, top-ups and adjustments", operatorCommand("ledger")},
+		"cdrs":     {"cdrs ID [-n 50]: the latest call records", operatorCommand("cdrs")},
+		"alerts":   {"alerts [-project ID] [-n 50]: the latest alerts", operatorCommand("alerts")},
 	}
 }
 
