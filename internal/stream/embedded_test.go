@@ -79,12 +79,12 @@ func TestEmbeddedInProcessPersistsOnDisk(t *testing.T) {
 
 func TestEmbeddedListens(t *testing.T) {
 	port := testutil.FreePort(t)
-	e, err := StartEmbedded(testCtx(t, 20*time.Second), EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:" + itoa(port)})
+	e, err := StartEmbedded(testCtx(t, 20*time.Second), EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:" + strconv.Itoa(port)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Shutdown()
-	if want := "nats://127.0.0.1:" + itoa(port); e.ClientURL() != want {
+	if want := "nats://127.0.0.1:" + strconv.Itoa(port); e.ClientURL() != want {
 		t.Fatalf("ClientURL %q, want %q", e.ClientURL(), want)
 	}
 	nc, err := nats.Connect(e.ClientURL())
@@ -113,8 +113,6 @@ func TestStartEmbeddedErrors(t *testing.T) {
 	}
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }
-
 // startAuthNATS runs a server that requires user/password.
 func startAuthNATS(t *testing.T, user, pass string) string {
 	t.Helper()
@@ -133,7 +131,7 @@ func startAuthNATS(t *testing.T, user, pass string) string {
 func TestConnectAuthAndSeeds(t *testing.T) {
 	const pass = "s3cr3t-pa55"
 	url := startAuthNATS(t, "minuted", pass)
-	dead := "nats://127.0.0.1:" + itoa(testutil.FreePort(t))
+	dead := "nats://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	log, logs := newLogger()
 	cfg := config.NATSConfig{URL: dead + ", " + url, User: "minuted", Password: config.Secret(pass)}
 	nc, err := Connect(testCtx(t, 10*time.Second), cfg, "test-client", log)
@@ -164,7 +162,7 @@ func TestConnectRetriesUntilServerUpOrCtx(t *testing.T) {
 	n := testutil.StartNATS(t)
 	n.Stop()
 	log, logs := newLogger()
-	cfg := config.NATSConfig{URL: "nats://user:hunter2@127.0.0.1:" + itoa(n.Port)}
+	cfg := config.NATSConfig{URL: "nats://user:hunter2@127.0.0.1:" + strconv.Itoa(n.Port)}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := Connect(ctx, cfg, "c", log)

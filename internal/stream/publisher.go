@@ -234,26 +234,24 @@ func (p *Publisher) noteLevelLocked() {
 	}
 }
 
-// item returns the i-th unacknowledged message.
-func (p *Publisher) item(i int) (pubItem, uint64, bool) {
+// items appends to dst up to n unacknowledged messages from the i-th on,
+// and returns the number of the i-th message since the start.
+func (p *Publisher) items(dst []pubItem, i, n int) ([]pubItem, uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.head+i >= len(p.q) {
-		return pubItem{}, 0, false
-	}
-	return p.q[p.head+i], p.acked + uint64(i), true
+	from := min(p.head+i, len(p.q))
+	to := min(from+n, len(p.q))
+	return append(dst, p.q[from:to]...), p.acked + uint64(i)
 }
 
-// ackOldest removes the oldest message, acknowledged by JetStream.
-func (p *Publisher) ackOldest(dup bool) {
-	p.published.Add(1)
-	if dup {
-		p.duplicates.Add(1)
-	}
+// ackOldest removes the n oldest messages, acknowledged by JetStream.
+func (p *Publisher) ackOldest(n, dups int) {
+	p.published.Add(uint64(n))
+	p.duplicates.Add(uint64(dups))
 	p.mu.Lock()
-	p.q[p.head] = pubItem{}
-	p.head++
-	p.acked++
+	clear(p.q[p.head : p.head+n])
+	p.head += n
+	p.acked += uint64(n)
 	if p.head >= 1024 && p.head*2 >= len(p.q) {
 		n := copy(p.q, p.q[p.head:])
 		clear(p.q[n:])
@@ -289,6 +287,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		failing   bool
 		failSince time.Time
 		timer     = time.NewTimer(time.Hour)
+		batch     []pubItem
 	)
 	defer timer.Stop()
 
@@ -318,12 +317,13 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		connected := nc.Status() == nats.CONNECTED
 		// Fill the window.
-		for connected && len(inflight) < window {
-			it, n, ok := p.item(len(inflight))
-			if !ok {
-				break
-			}
-			if n < sentHigh {
+		var first uint64
+		batch, first = p.items(batch[:0], len(inflight), window-len(inflight))
+		if !connected {
+			batch = batch[:0]
+		}
+		for k, it := range batch {
+			if n := first + uint64(k); n < sentHigh {
 				p.retried.Add(1)
 			} else {
 				sentHigh = n + 1
@@ -368,8 +368,25 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return nil
 		case <-wake:
 		case ack := <-f.fut.Ok():
-			inflight = inflight[1:]
-			p.ackOldest(ack.Duplicate)
+			// Take every ack already in, in order, in one go.
+			n, dups := 1, 0
+			if ack.Duplicate {
+				dups++
+			}
+		more:
+			for n < len(inflight) {
+				select {
+				case ack := <-inflight[n].fut.Ok():
+					n++
+					if ack.Duplicate {
+						dups++
+					}
+				default:
+					break more
+				}
+			}
+			inflight = inflight[n:]
+			p.ackOldest(n, dups)
 			if failing {
 				p.log.Info("publishing to NATS resumed", "after", time.Since(failSince).Round(time.Millisecond), "retried_total", p.retried.Load(), "depth", p.Depth())
 				failing, backoff = false, 0
