@@ -1,0 +1,111 @@
+package ari
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/minuted/minuted/internal/config"
+	"github.com/minuted/minuted/internal/sim"
+)
+
+func TestBackoff(t *testing.T) {
+	lo, hi := 100*time.Millisecond, time.Second
+	for a := 0; a < 10; a++ {
+		for _, r := range []float64{0, 0.5, 0.999} {
+			d := Backoff(lo, hi, a, r)
+			capD := min(lo<<a, hi)
+			if d < capD/2 || d > capD {
+				t.Fatalf("attempt %d r %v: %v outside [%v,%v]", a, r, d, capD/2, capD)
+			}
+		}
+	}
+}
+
+func TestWebsocketURL(t *testing.T) {
+	u, err := WebsocketURL(config.ARIConfig{URL: "https://pbx:8089/ari/", Application: "m1"})
+	if err != nil || u != "wss://pbx:8089/ari/events?app=m1&subscribeAll=true" {
+		t.Fatalf("%q %v", u, err)
+	}
+	u, err = WebsocketURL(config.ARIConfig{URL: "http://x/ari", WSURL: "ws://y:1/ari/events", Application: "a b"})
+	if err != nil || u != "ws://y:1/ari/events?app=a+b&subscribeAll=true" {
+		t.Fatalf("%q %v", u, err)
+	}
+}
+
+func startSim(t *testing.T) (*sim.Server, config.ARIConfig) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := sim.Start(ctx, sim.Options{Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	c := config.Default().ARI
+	c.URL, c.Password, c.Application = s.URL(), "pw", "lt"
+	c.ReconnectMin, c.ReconnectMax = 10*time.Millisecond, 50*time.Millisecond
+	return s, c
+}
+
+// TestListenerReconnectAndReplaced: a dropped socket yields Disconnected
+// then Connected; a second client with the same app name makes the first
+// reconnect (it logs the replacement) instead of staying deaf.
+func TestListenerReconnectAndReplaced(t *testing.T) {
+	s, c := startSim(t)
+	l, err := NewListener(ListenerOptions{ARI: c, PingInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { _ = l.Run(ctx) }()
+	expect := func(kinds ...MessageKind) {
+		t.Helper()
+		for _, k := range kinds {
+			ms, err := l.Next(ctx)
+			if err != nil {
+				t.Fatalf("waiting for %v: %v", k, err)
+			}
+			if ms[0].Kind != k {
+				t.Fatalf("got %v (%s), want %v", ms[0].Kind, ms[0].Reason, k)
+			}
+			for _, m := range ms[1:] {
+				l.mu.Lock()
+				l.queue = append([]Message{m}, l.queue...)
+				l.mu.Unlock()
+			}
+		}
+	}
+	expect(Connected)
+	s.DropWebsockets()
+	expect(Disconnected, Connected)
+	if l.Reconnects() != 1 {
+		t.Fatalf("reconnects %d", l.Reconnects())
+	}
+	l2, _ := NewListener(ListenerOptions{ARI: c})
+	ctx2, cancel2 := context.WithCancel(ctx)
+	go func() { _ = l2.Run(ctx2) }()
+	expect(Disconnected)
+	cancel2()
+}
+
+func TestClientREST(t *testing.T) {
+	_, c := startSim(t)
+	cl := NewClient(c, nil)
+	ctx := context.Background()
+	id, err := cl.Info(ctx)
+	if err != nil || id == "" {
+		t.Fatalf("info %q %v", id, err)
+	}
+	if live, err := cl.ListChannels(ctx); err != nil || len(live) != 0 {
+		t.Fatalf("list %v %v", live, err)
+	}
+	if err := cl.Hangup(ctx, "no.such", "normal"); err != nil {
+		t.Fatalf("hangup of a gone channel must succeed (404): %v", err)
+	}
+	c.Password = "wrong"
+	if _, err := NewClient(c, nil).ListChannels(ctx); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+}
