@@ -414,7 +414,7 @@ func TopUp(ctx context.Context, c *Client, args []string, stdout io.Writer) erro
 	if !res.Entry.At.IsZero() {
 		when = " on " + timeFmt(res.Entry.At, c.loc())
 	}
-	_, err = fmt.Fprintf(stdout, "reference %q was already applied%s (%s): nothing changed; balance of project %s is %s\n",
+	_, err = fmt.Fprintf(stdout, "reference %q was already applied%s for %s: nothing changed; balance of project %s is %s\n",
 		req.Reference, when, MinSec(res.Entry.Seconds), id, MinSec(res.BalanceSeconds))
 	return err
 }
