@@ -314,14 +314,11 @@ func (l *Ledger) TopUp(ctx context.Context, id string, seconds int64, reference,
 		return TopUpResult{}, fmt.Errorf("top up project %q: %w", id, ErrNotFound)
 	}
 	r := TopUpResult{Balance: asInt(res[1]), Applied: asStr(res[0]) == "ok"}
-	rec, cross, _ := strings.Cut(asStr(res[2]), "|")
-	f := strings.Fields(rec)
-	if len(f) != 5 {
-		return r, fmt.Errorf("top up project %q: malformed record %q in redis", id, rec)
+	r.Entry, r.Crossed, err = parseTopUpRecord(asStr(res[2]))
+	if err != nil {
+		return r, fmt.Errorf("top up project %q: %w", id, err)
 	}
-	r.Entry = Entry{ID: f[2], At: time.UnixMilli(parseInt(f[3])).UTC(), Kind: f[0],
-		Seconds: parseInt(f[1]), Balance: parseInt(f[4]), Reference: reference}
-	r.Crossed = parseCrossings(cross)
+	r.Entry.Reference = reference
 	if !r.Applied && (r.Entry.Kind != kind || r.Entry.Seconds != seconds) {
 		return r, fmt.Errorf("top-up reference %q of project %q was used before for %s %d s, not %s %d s: %w",
 			reference, id, r.Entry.Kind, r.Entry.Seconds, kind, seconds, ErrConflict)
@@ -524,4 +521,17 @@ func (l *Ledger) Settle(ctx context.Context, s Settlement) (SettleResult, error)
 		Billed:  asInt(res[4]),
 		Crossed: parseCrossings(asStr(res[5])),
 	}, nil
+}
+
+// parseTopUpRecord decodes what topup.lua stores per reference:
+// "kind seconds entry-id at-ms balance|crossings".
+func parseTopUpRecord(s string) (Entry, []Crossing, error) {
+	rec, cross, _ := strings.Cut(s, "|")
+	f := strings.Fields(rec)
+	if len(f) != 5 {
+		return Entry{}, nil, fmt.Errorf("malformed top-up record %q in redis", rec)
+	}
+	e := Entry{ID: f[2], At: time.UnixMilli(parseInt(f[3])).UTC(), Kind: f[0],
+		Seconds: parseInt(f[1]), Balance: parseInt(f[4])}
+	return e, parseCrossings(cross), nil
 }
