@@ -261,7 +261,6 @@ func (s *Server) DropWebsockets() {
 // live channel is forgotten without a ChannelDestroyed. Generated calls in
 // progress end silently.
 func (s *Server) Crash() {
-	s.DropWebsockets()
 	s.mu.Lock()
 	owners := s.owners
 	s.owners = map[string]owner{}
@@ -276,6 +275,7 @@ func (s *Server) Crash() {
 			o.kill(now)
 		}
 	}
+	s.DropWebsockets()
 }
 
 // SetDown makes the double refuse every HTTP request and websocket (the

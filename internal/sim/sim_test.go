@@ -424,6 +424,10 @@ func TestDeleteContinueVariable(t *testing.T) {
 	if got := s.Continues(); len(got) != 1 || got[0] != ids[0] {
 		t.Fatalf("continues = %v", got)
 	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return c.count() == 22 }, "StasisEnd of continue not received")
+	if ev := c.events(t)[21]; ev["type"] != "StasisEnd" {
+		t.Fatalf("continue sent %v", ev["type"])
+	}
 	before := c.count()
 	if err := cl.Channel().Hangup(ari.NewKey(ari.ChannelKey, ids[1]), "busy"); err != nil {
 		t.Fatal(err)

@@ -15,11 +15,11 @@ type Shape int
 
 // Shapes of generated calls.
 const (
-	ShapeAnswered    Shape = iota // answered_short: Local pair, ;2 answers and talks
-	ShapeTwoLeg                   // two_leg_dial: caller Local pair Dial()s a callee Local pair
-	ShapeUnanswered               // unanswered: rings, Hangup(19)
-	ShapeBusy                     // busy: Busy(), cause 17
-	ShapeCongestion               // congestion: Congestion(), cause 34
+	ShapeAnswered   Shape = iota // answered_short: Local pair, ;2 answers and talks
+	ShapeTwoLeg                  // two_leg_dial: caller Local pair Dial()s a callee Local pair
+	ShapeUnanswered              // unanswered: rings, Hangup(19)
+	ShapeBusy                    // busy: Busy(), cause 17
+	ShapeCongestion              // congestion: Congestion(), cause 34
 	numShapes
 )
 
@@ -81,8 +81,8 @@ const (
 
 type hole struct {
 	kind holeKind
-	slot int   // channel slot (hID) or Local pair (hSeq)
-	rel  int64 // hTS: recorded ms after the first event
+	slot int    // channel slot (hID) or Local pair (hSeq)
+	rel  int64  // hTS: recorded ms after the first event
 	def  []byte // hCause, hCauseTxt: the recorded value
 }
 
