@@ -69,7 +69,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.NATSC
 	for _, sc := range scs {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			hint := ""
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || strings.Contains(err.Error(), "can not change") {
+			if strings.Contains(err.Error(), "change storage type") {
 				hint = " (storage type cannot change in place: back up and delete the stream, or keep nats.storage as it was)"
 			}
 			errs = append(errs, fmt.Errorf("create or update stream %s on %s: %w%s", sc.Name, sc.Subjects[0], err, hint))

@@ -67,7 +67,7 @@ func TestEnsureStreamsRejectsStorageChange(t *testing.T) {
 	if err == nil {
 		t.Fatal("changing file storage to memory in place succeeded; JetStream should refuse")
 	}
-	if !strings.Contains(err.Error(), "stream CALLS") || !strings.Contains(err.Error(), "storage") {
+	if !strings.Contains(err.Error(), "stream CALLS") || !strings.Contains(err.Error(), "storage type cannot change") {
 		t.Errorf("error does not tell the operator what to do: %v", err)
 	}
 	cfg.Storage = "tape"
