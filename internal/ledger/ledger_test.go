@@ -394,13 +394,11 @@ func TestExhaustion(t *testing.T) {
 			if !r.Applied {
 				t.Fatalf("%s: first exhaustion not applied: %+v", c.name, r)
 			}
-			// Even after a top-up the call stays exhausted (ingest hangs it up).
-			if _, err := f.l.TopUp(ctx, p, 1000, "more", KindTopUp); err != nil {
-				t.Fatal(err)
-			}
+			// Retrying the refused block changes nothing while the balance
+			// still cannot cover it.
 			again := f.debit(t, p, "c", c.blocks-1)
-			if !again.Exhausted || again.Applied || again.Debited != c.debited {
-				t.Fatalf("%s: replay after exhaustion %+v", c.name, again)
+			if !again.Exhausted || again.Applied || again.Debited != c.debited || again.Balance != r.Balance {
+				t.Fatalf("%s: retry after exhaustion %+v", c.name, again)
 			}
 			if cl, _ := f.l.Call(ctx, p, "n1", "c"); !cl.Exhausted {
 				t.Fatalf("%s: call not marked exhausted", c.name)
@@ -591,5 +589,29 @@ func TestCDRStoredAsGiven(t *testing.T) {
 	want.AnsweredAt, want.EndedAt, want.TalkMS, want.BilledSeconds = t0, t0.Add(65*time.Second), 65000, 60
 	if got[0] != want {
 		t.Fatalf("CDR\n%+v\nwant\n%+v", got[0], want)
+	}
+}
+
+func TestExhaustedCallResumesAfterTopUp(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.project(t, "p", settings(Hangup, 0), 100)
+	f.open(t, "p", "c")
+	f.debit(t, "p", "c", 0)
+	if r := f.debit(t, "p", "c", 1); !r.Exhausted || !r.Applied || r.Balance != 40 {
+		t.Fatalf("block 1 = %+v", r)
+	}
+	if _, err := f.l.TopUp(ctx, "p", 100, "more", KindTopUp); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.debit(t, "p", "c", 1); r.Exhausted || !r.Applied || r.Balance != 80 || r.Debited != 120 {
+		t.Fatalf("block 1 after top-up = %+v", r)
+	}
+	if cl, _ := f.l.Call(ctx, "p", "n1", "c"); cl.Exhausted || cl.NextBlock != 2 {
+		t.Fatalf("call after resuming: %+v", cl)
+	}
+	// No longer exhausted: the settlement bills the whole talk.
+	if s := f.settle(t, "p", "c", 180, false); s.Billed != 180 || s.Delta != 60 || s.Balance != 20 {
+		t.Fatalf("settle = %+v", s)
 	}
 }

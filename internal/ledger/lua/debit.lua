@@ -14,15 +14,18 @@ if c[3] == '1' then return {'settled', 0, bal, debited, ex, 1, '', 0} end
 if idx < nb then
   return {'replay', 0, bal, debited, ex, 0, redis.call('HGET', KEYS[3], 'x:' .. idx) or '', 0}
 end
-if ex == 1 then return {'exhausted', 0, bal, debited, 1, 0, '', 0} end
 local total = tonumber(ARGV[2])
 local amount = math.max(total - debited, 0)
 local p = redis.call('HMGET', KEYS[1], 'policy', 'credit')
 local credit = tonumber(p[2]) or 0
 if amount > 0 and p[1] == 'hangup' and bal - amount < -credit then
+  -- refused: the call stays at this block, marked exhausted (applied the
+  -- first time only); a retry after a top-up may still cover it.
+  if ex == 1 then return {'exhausted', 0, bal, debited, 1, 0, '', 0} end
   redis.call('HSET', KEYS[3], 'exhausted', 1)
   return {'exhausted', 1, bal, debited, 1, 0, '', 0}
 end
+if ex == 1 then redis.call('HDEL', KEYS[3], 'exhausted') end
 local new, cross = bal, ''
 if amount > 0 then
   new = redis.call('HINCRBY', KEYS[1], 'balance', -amount)
