@@ -410,7 +410,8 @@ type DebitResult struct {
 // is marked exhausted and Exhausted=true (Applied=true only when this call
 // marked it). The block stays due: a retry that the balance now covers
 // (after a top-up) debits it and clears the mark. Settle never bills a call
-// still marked exhausted more than it was debited. Under allow the debit happens and OverLimit tells it went past the limit.
+// still marked exhausted more than it was debited. Under allow the debit
+// happens and OverLimit tells it went past the limit.
 // A settled call returns Settled=true and changes nothing. ErrNotFound if the
 // project or the call does not exist (Open first).
 func (l *Ledger) Debit(ctx context.Context, project, node, channel string, b tariff.Block) (DebitResult, error) {
@@ -473,10 +474,10 @@ type SettleResult struct {
 //
 // A second Settle returns Applied=false (and the first one's Crossed),
 // except that a call settled with Estimated=true is corrected once by a
-// Settle with Estimated=false. A call (hangup policy)
-// still marked exhausted (its last block was refused) is never billed more
-// than it had been debited: Billed reports the cap. A
-// call never opened is created with the project's current tariff.
+// Settle with Estimated=false. A call still marked exhausted (hangup
+// policy: its last block was refused) is never billed more than it had been
+// debited: Billed reports the cap. A call never opened is created with the
+// project's current tariff.
 func (l *Ledger) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
 	if err := checkCall(s.Project, s.Node, s.Channel); err != nil {
 		return SettleResult{}, err

@@ -80,6 +80,16 @@ func (f *fixture) settle(tb testing.TB, p, ch string, billed int64, estimated bo
 	return r
 }
 
+// exhaust makes call n1/c of project p (hangup, given balance < 120) debit
+// block 0 and be refused block 1.
+func (f *fixture) exhaust(tb testing.TB, balance int64) DebitResult {
+	tb.Helper()
+	f.project(tb, "p", settings(Hangup, 0), balance)
+	f.open(tb, "p", "c")
+	f.debit(tb, "p", "c", 0)
+	return f.debit(tb, "p", "c", 1)
+}
+
 func (f *fixture) balance(tb testing.TB, p string) int64 {
 	tb.Helper()
 	pr, err := f.l.Get(context.Background(), p)
@@ -563,17 +573,14 @@ func TestScriptFlushMidRun(t *testing.T) {
 		t.Fatalf("balance %d", b)
 	}
 	if n := f.rdb.ScriptExists(ctx, topUpScript.Hash()).Val(); !n[0] {
-		t.Fatal("debit script not reloaded after flush")
+		t.Fatal("top-up script not reloaded after flush")
 	}
 }
 
 func TestCDRStoredAsGiven(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.project(t, "p", settings(Hangup, 0), 60)
-	f.open(t, "p", "c")
-	f.debit(t, "p", "c", 0)
-	f.debit(t, "p", "c", 1) // exhausted
+	f.exhaust(t, 60)
 	cdr := call.CDR{AttributedBy: call.ByVariable, CauseTxt: `"billed_seconds":999`, Cause: 16, EndReason: "exhausted", TalkSeconds: 65}
 	r, err := f.l.Settle(ctx, Settlement{Project: "p", Node: "n1", Channel: "c", AnsweredAt: t0, EndedAt: t0.Add(65 * time.Second),
 		Billed: 120, TalkMS: 65000, CDR: cdr})
@@ -595,10 +602,7 @@ func TestCDRStoredAsGiven(t *testing.T) {
 func TestExhaustedCallResumesAfterTopUp(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.project(t, "p", settings(Hangup, 0), 100)
-	f.open(t, "p", "c")
-	f.debit(t, "p", "c", 0)
-	if r := f.debit(t, "p", "c", 1); !r.Exhausted || !r.Applied || r.Balance != 40 {
+	if r := f.exhaust(t, 100); !r.Exhausted || !r.Applied || r.Balance != 40 {
 		t.Fatalf("block 1 = %+v", r)
 	}
 	if _, err := f.l.TopUp(ctx, "p", 100, "more", KindTopUp); err != nil {
