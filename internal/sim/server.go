@@ -242,6 +242,26 @@ func (s *Server) WaitClients(ctx context.Context, n int) error {
 	}
 }
 
+// WaitApp waits until a socket of application app receives events.
+func (s *Server) WaitApp(ctx context.Context, app string) error {
+	for {
+		s.mu.Lock()
+		found, ch := false, s.changed
+		for c := range s.conns {
+			found = found || !c.deaf && string(c.app) == app
+		}
+		s.mu.Unlock()
+		if found {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for ARI application %q to connect: %w", app, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
 // DropWebsockets closes every events socket abruptly, without a close frame
 // (the client sees 1006), like a dying Asterisk. Live channels are kept.
 func (s *Server) DropWebsockets() {
