@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -357,15 +358,33 @@ func FuzzScanEvent(f *testing.F) {
 		if err != nil {
 			return
 		}
+		for _, sp := range []span{m.channel, m.timestamp, m.app, m.variable, m.value} {
+			if sp.ok() && (sp.start > sp.end || sp.end > len(b)) {
+				t.Fatalf("span %v out of %d bytes", sp, len(b))
+			}
+		}
 		if !json.Valid(b) {
-			t.Fatalf("scanner accepted invalid JSON %q", b)
+			return // the lean scanner is no validator; Emit checks validity
 		}
 		var v struct {
-			Type    any             `json:"type"`
+			Type    string          `json:"type"`
 			Channel json.RawMessage `json:"channel"`
 		}
-		if json.Unmarshal(b, &v) == nil && m.channel.ok() && !json.Valid(b[m.channel.start:m.channel.end]) {
-			t.Fatalf("channel span is not JSON: %q", b[m.channel.start:m.channel.end])
+		if json.Unmarshal(b, &v) != nil {
+			return
+		}
+		if m.channel.ok() {
+			var ch struct {
+				ID string `json:"id"`
+			}
+			if !json.Valid(b[m.channel.start:m.channel.end]) {
+				t.Fatalf("channel span is not JSON: %q", b[m.channel.start:m.channel.end])
+			}
+			obj := string(b[m.channel.start:m.channel.end])
+			plain := !strings.Contains(obj, `\`) && strings.Count(strings.ToLower(obj), `"id"`) == strings.Count(obj, `"id"`)
+			if plain && json.Unmarshal(b[m.channel.start:m.channel.end], &ch) == nil && varValue([]byte(`"`+m.chanID+`"`)) != ch.ID {
+				t.Fatalf("channel id %q, encoding/json says %q", m.chanID, ch.ID)
+			}
 		}
 	})
 }

@@ -108,8 +108,10 @@ func scanEvent(b []byte) (eventMeta, error) {
 }
 
 // objectStringField returns the raw content of a top-level string field of a
-// JSON object already known to be well formed, or "".
+// JSON object already known to be well formed, or "". Like encoding/json, the
+// last of duplicate keys wins.
 func objectStringField(obj []byte, name string) string {
+	found := ""
 	i := skipWS(obj, 1)
 	for i < len(obj) && obj[i] != '}' {
 		if obj[i] == ',' {
@@ -125,12 +127,15 @@ func objectStringField(obj []byte, name string) string {
 		if err != nil {
 			return ""
 		}
-		if string(obj[ks+1:ke-1]) == name && obj[i] == '"' {
-			return string(obj[i+1 : ve-1])
+		if string(obj[ks+1:ke-1]) == name {
+			found = ""
+			if obj[i] == '"' {
+				found = string(obj[i+1 : ve-1])
+			}
 		}
 		i = skipWS(obj, ve)
 	}
-	return ""
+	return found
 }
 
 func skipWS(b []byte, i int) int {

@@ -309,6 +309,9 @@ func (s *Server) SetDown(down bool) {
 // Emit sends one raw ARI event (one JSON object) to every listening socket and
 // applies it to the live channel set. Its "application" is rewritten per socket.
 func (s *Server) Emit(event []byte) error {
+	if !json.Valid(event) {
+		return fmt.Errorf("cannot emit event: %w", errSyntax)
+	}
 	m, err := scanEvent(event)
 	if err != nil {
 		return fmt.Errorf("cannot emit event: %w", err)
