@@ -538,3 +538,83 @@ func TestAuthorisation(t *testing.T) {
 		t.Errorf("project not matching the subject: %+v", r)
 	}
 }
+
+// TestSweeperAdoptsCallsOfDeadInstance: the instance ticking a live call
+// stops; the other adopts it through the ledger's overdue set.
+func TestSweeperAdoptsCallsOfDeadInstance(t *testing.T) {
+	e := setup(t)
+	e.project("p", tariffs["t11"], 1000, nil)
+	b1, stop1 := e.start(nil)
+	b2, stop2 := e.start(nil)
+	answered := time.Now().Add(-2 * time.Second)
+	a, _ := events("p", "n1", "c1", answered, 0)
+	e.publish(a)
+	testutil.Eventually(t, 5*time.Second, func() bool { return b1.Stats().Scheduled+b2.Stats().Scheduled == 1 }, "call scheduled")
+	survivor := b2
+	if b1.Stats().Scheduled == 1 {
+		stop1()
+	} else {
+		stop2()
+		survivor = b1
+	}
+	before := e.balance("p")
+	testutil.Eventually(t, 5*time.Second, func() bool { return survivor.Stats().Scheduled == 1 }, "survivor adopts the call")
+	testutil.Eventually(t, 5*time.Second, func() bool { return e.balance("p") <= before-2 }, "balance keeps falling after the adoption")
+	talk := time.Since(answered)
+	_, en := events("p", "n1", "c1", answered, talk)
+	e.publish(en)
+	w := tariffs["t11"].BilledMS(talk.Milliseconds())
+	e.waitSettled(5*time.Second, map[[3]string]int64{{"p", "n1", "c1"}: w})
+	if got := e.balance("p"); got != 1000-w {
+		t.Fatalf("balance %d, want %d", got, 1000-w)
+	}
+}
+
+// BenchmarkMessages measures the whole path: answered + ended events of
+// 60/60 calls of 61 s (two blocks debited in real time, then settled)
+// through one Biller on real NATS and Redis.
+func BenchmarkMessages(b *testing.B) {
+	for _, fsync := range []string{"always", "everysec"} {
+		b.Run("fsync="+fsync, func(b *testing.B) { benchMessages(b, "--appendfsync", fsync) })
+	}
+}
+
+func benchMessages(b *testing.B, redisArgs ...string) {
+	e := setup(b, redisArgs...)
+	e.project("p", tariffs["t6060"], 1<<40, nil)
+	bl, _ := e.start(func(o *Options) { o.Config.MaxInFlight = 1024; o.Config.Batch = 256 })
+	now := time.Now()
+	want := map[[3]string]int64{}
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		a, en := events("p", "n1", fmt.Sprint("c", i), now.Add(-61*time.Second), 61*time.Second)
+		e.publishAsync(a)
+		e.publishAsync(en)
+		want[[3]string{"p", "n1", fmt.Sprint("c", i)}] = 120
+	}
+	<-e.js.PublishAsyncComplete()
+	deadline := time.Now().Add(2 * time.Minute)
+	for bl.Stats().Ended < int64(b.N) {
+		if time.Now().After(deadline) {
+			b.Fatalf("stats %+v", bl.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	st := bl.Stats()
+	b.ReportMetric(float64(2*b.N)/el.Seconds(), "msgs/s")
+	b.ReportMetric(float64(st.Debits)/el.Seconds(), "ledger-writes/s")
+	if b.N <= 2000 {
+		e.waitSettled(10*time.Second, want)
+	}
+}
+
+func (e *env) publishAsync(ev call.Event) {
+	ev.Schema = call.Schema
+	data, _ := json.Marshal(ev)
+	if _, err := e.js.PublishAsync(ev.Subject(), data, jetstream.WithMsgID(ev.MsgID())); err != nil {
+		e.t.Fatal(err)
+	}
+}

@@ -42,11 +42,11 @@ type env struct {
 	ctx   context.Context
 }
 
-func setup(t testing.TB) *env {
+func setup(t testing.TB, redisArgs ...string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	t.Cleanup(cancel)
-	e := &env{t: t, nats: testutil.StartNATS(t), redis: testutil.StartRedis(t), ctx: ctx}
+	e := &env{t: t, nats: testutil.StartNATS(t), redis: testutil.StartRedis(t, redisArgs...), ctx: ctx}
 	e.nc = e.nats.Connect(t)
 	var err error
 	if e.js, err = jetstream.New(e.nc); err != nil {
