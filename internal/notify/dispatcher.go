@@ -307,6 +307,7 @@ func (d *Dispatcher) backoff(n int) time.Duration {
 // func is called.
 func keepAlive(msg jetstream.Msg, period time.Duration) func() {
 	done := make(chan struct{})
+	_ = msg.InProgress() // restart the ack wait now: the message may have waited in the client's buffer
 	go func() {
 		t := time.NewTicker(period)
 		defer t.Stop()

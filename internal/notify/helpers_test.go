@@ -90,8 +90,14 @@ type running struct {
 // start runs a Dispatcher until stop (or the test's end).
 func start(t *testing.T, js jetstream.JetStream, cfg Config, log *slog.Logger, enr Enricher) *running {
 	t.Helper()
+	return startOpts(t, js, Options{Config: cfg, Logger: log, Enricher: enr, AckWait: 3 * time.Second})
+}
+
+func startOpts(t *testing.T, js jetstream.JetStream, o Options) *running {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	d, err := New(Options{Config: cfg, Logger: log, Enricher: enr, Registerer: reg, AckWait: 3 * time.Second}, js)
+	o.Registerer = reg
+	d, err := New(o, js)
 	if err != nil {
 		t.Fatal(err)
 	}

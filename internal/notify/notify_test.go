@@ -358,3 +358,44 @@ next:
 	}
 	return n
 }
+
+// Two notify processes share a sink's durable consumer (HA). A delivery
+// longer than the ack wait is kept alive with InProgress, so the other
+// process does not get the message redelivered and send it again.
+func TestLongDeliveryKeptAliveNotRedelivered(t *testing.T) {
+	_, js := setupJS(t)
+	ep := newEndpoint(t, func(int, request) int { time.Sleep(3 * time.Second); return 200 })
+	log, logs := newLogger()
+	sc := webhookSink("slowok", ep.URL)
+	sc.Timeout = 5 * time.Second
+	o := Options{Config: Config{Sinks: []SinkConfig{sc}, Retry: fastRetry}, Logger: log, AckWait: 2 * time.Second}
+	rn1, rn2 := startOpts(t, js, o), startOpts(t, js, o)
+	publish(t, js, testAlert("a1", "acme"))
+	delivered := func() float64 {
+		return rn1.counter("minuted_notify_delivered_total", "sink", "slowok") + rn2.counter("minuted_notify_delivered_total", "sink", "slowok")
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return delivered() >= 1 }, "not delivered")
+	time.Sleep(2500 * time.Millisecond) // longer than the ack wait: a redelivery would show now
+	if n := len(ep.requests()); n != 1 || delivered() != 1 {
+		t.Fatalf("%d requests; a 3 s delivery with a 2 s ack wait was redelivered:\n%s", n, logs.String())
+	}
+}
+
+func TestSurvivesNATSRestart(t *testing.T) {
+	n, js := setupJS(t)
+	ep := newEndpoint(t, nil)
+	log, _ := newLogger()
+	start(t, js, Config{Sinks: []SinkConfig{webhookSink("hook", ep.URL)}, Retry: fastRetry}, log, nil)
+	publish(t, js, testAlert("before", "acme"))
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(ep.requests()) == 1 }, "first alert")
+	n.Restart(t, 200*time.Millisecond)
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return Publish(ctx, js, testAlert("after", "acme")) == nil
+	}, "publish after restart")
+	testutil.Eventually(t, 15*time.Second, func() bool { return ep.byAlert(t)["after"] == 1 }, "alert after NATS restart not delivered")
+	if got := ep.byAlert(t); got["before"] != 1 {
+		t.Fatalf("%v", got)
+	}
+}
