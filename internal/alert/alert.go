@@ -2,7 +2,10 @@
 // ALERTS) and the pure logic around them: burn rate, time to zero, text.
 package alert
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Kinds of alert (SPEC §7).
 const (
@@ -30,4 +33,18 @@ type Alert struct {
 	// Detail is free text from the raiser (a reason, a channel, a count).
 	Detail string `json:"detail,omitempty"`
 	Count  int    `json:"count,omitempty"`
+}
+
+// ThresholdCrossed is the alert of one downward crossing of a project's
+// threshold. Its id names the crossing's generation, so however many
+// instances or replays raise it, the stream and every sink keep it once.
+func ThresholdCrossed(project string, thresholdMinutes float64, generation, balance int64, at time.Time) Alert {
+	t := thresholdMinutes
+	return Alert{
+		Schema: Schema,
+		ID: "threshold/" + project + "/" + strconv.FormatFloat(t, 'f', -1, 64) + "/" +
+			strconv.FormatInt(generation, 10),
+		Kind: Threshold, Project: project, At: at,
+		BalanceSeconds: balance, ThresholdMinutes: &t,
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/minuted/minuted/internal/call"
+	"github.com/minuted/minuted/internal/notify"
 	"github.com/minuted/minuted/internal/tariff"
 )
 
@@ -28,7 +30,7 @@ func (s Secret) GoString() string { return "<secret>" }
 func (s Secret) MarshalText() ([]byte, error) { return []byte("<secret>"), nil }
 
 // LogValue keeps slog from printing the value.
-func (s Secret) LogValue() any { return "<secret>" }
+func (s Secret) LogValue() slog.Value { return slog.StringValue("<secret>") }
 
 // Config is the whole file.
 type Config struct {
@@ -39,6 +41,8 @@ type Config struct {
 	Ingest IngestConfig `yaml:"ingest"`
 	Bill   BillConfig   `yaml:"bill"`
 	HTTP   HTTPConfig   `yaml:"http"`
+	// Notify configures alert delivery (sinks, language, templates).
+	Notify notify.Config `yaml:"notify"`
 	// Defaults applies to projects created without their own settings.
 	Defaults ProjectDefaults `yaml:"defaults"`
 }
@@ -144,7 +148,8 @@ func Default() Config {
 			UnknownProject: "create", Batch: 256, MaxInFlight: 1024, AckWait: 30 * time.Second,
 			MaxDeliver: -1, OrphanAfter: 35 * time.Second, TickSlack: 3 * time.Second,
 		},
-		HTTP: HTTPConfig{Addr: "127.0.0.1:8090"},
+		HTTP:   HTTPConfig{Addr: "127.0.0.1:8090"},
+		Notify: notify.DefaultConfig(),
 		Defaults: ProjectDefaults{
 			Tariff: tariff.Default, ThresholdsMinutes: []float64{60, 10, 0}, OnExhausted: "allow",
 		},
@@ -167,7 +172,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		}
 	}
 	c.applyEnv(getenv)
-	if err := c.resolveSecrets(); err != nil {
+	if err := errors.Join(c.resolveSecrets(), c.Notify.Resolve(getenv)); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
@@ -289,6 +294,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Defaults.CreditLimitSeconds < 0 {
 		bad("defaults.credit_limit_seconds", "must be >= 0")
+	}
+	if err := c.Notify.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
