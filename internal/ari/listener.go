@@ -235,7 +235,8 @@ func (l *Listener) Run(ctx context.Context) error {
 			}
 			d := Backoff(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
 			attempt++
-			l.log.Warn("ARI websocket dial failed; retrying", "url", l.wsURL, "err", err, "retry_in", d)
+			l.log.Warn("cannot reach Asterisk ARI; retrying (point minuted at your Asterisk with ARI_URL / ari.url, and check ari.conf, http.conf and the credentials)",
+				"url", l.wsURL, "err", err, "retry_in", d.String())
 			if !sleepCtx(ctx, d) {
 				break
 			}
