@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -274,6 +275,16 @@ func TestTracesEndToEnd(t *testing.T) {
 	} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// Every metric the Grafana dashboard plots exists.
+	dash, err := os.ReadFile("../../deploy/grafana/minuted.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`minuted_[a-z_]+`).FindAllString(string(dash), -1) {
+		if !strings.Contains(m, "\n"+name) && !strings.Contains(m, "# TYPE "+name+" ") {
+			t.Errorf("deploy/grafana/minuted.json plots %s, which /metrics does not export", name)
 		}
 	}
 	for _, name := range []string{"minuted_ari_events_received_total", "minuted_nats_published_total", "minuted_bill_debits_total", "minuted_consumer_pending_messages"} {
