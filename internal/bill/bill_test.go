@@ -546,10 +546,12 @@ func TestSweeperAdoptsCallsOfDeadInstance(t *testing.T) {
 	e.project("p", tariffs["t11"], 1000, nil)
 	b1, stop1 := e.start(nil)
 	b2, stop2 := e.start(nil)
-	answered := time.Now().Add(-2 * time.Second)
+	answered := time.Now().Add(-100 * time.Millisecond)
 	a, _ := events("p", "n1", "c1", answered, 0)
 	e.publish(a)
-	testutil.Eventually(t, 5*time.Second, func() bool { return b1.Stats().Scheduled+b2.Stats().Scheduled == 1 }, "call scheduled")
+	testutil.Eventually(t, 5*time.Second, func() bool { return b1.Stats().Scheduled+b2.Stats().Scheduled >= 1 }, "call scheduled")
+	// (the other instance may already have adopted it: its first block was
+	// overdue on arrival; stopping the one that has it still proves adoption)
 	survivor := b2
 	if b1.Stats().Scheduled == 1 {
 		stop1()
