@@ -38,6 +38,9 @@ type stack struct {
 	js   jetstream.JetStream
 	url  string
 	logs *strings.Builder
+	logw lockedWriter
+	cfg  config.Config
+	stop func() error
 }
 
 type lockedWriter struct {
@@ -54,6 +57,11 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 func startStack(t *testing.T, mutate func(*config.Config)) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		if t.Failed() {
+			cancel()
+		}
+	}()
 	st := &stack{nats: testutil.StartNATS(t), rds: testutil.StartRedis(t), logs: &strings.Builder{}}
 	var err error
 	st.sim, err = sim.Start(ctx, sim.Options{Password: "ari-secret", WriteTimeout: 5 * time.Second})
@@ -76,41 +84,63 @@ func startStack(t *testing.T, mutate func(*config.Config)) *stack {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	st.cfg = cfg
+	st.logw = lockedWriter{ch: make(chan struct{}, 1), b: st.logs}
+	t.Cleanup(func() {
+		st.stopApp(t)
+		_ = st.sim.Close()
+		cancel()
+		st.logw.ch <- struct{}{}
+		if strings.Contains(st.logs.String(), token) || strings.Contains(st.logs.String(), "ari-secret") {
+			t.Error("a secret reached the logs")
+		}
+		<-st.logw.ch
+	})
+	st.startApp(t)
+	return st
+}
+
+// startApp starts minuted (all roles) and waits until it is ready.
+func (st *stack) startApp(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	logw := lockedWriter{ch: make(chan struct{}, 1), b: st.logs}
-	log := slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st.app, err = New(ctx, Options{Config: cfg, Roles: AllRoles, Logger: log, Listener: ln})
+	log := slog.New(slog.NewJSONHandler(st.logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st.app, err = New(ctx, Options{Config: st.cfg, Roles: AllRoles, Logger: log, Listener: ln})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.led, st.js, st.url = st.app.Ledger(), st.app.JetStream(), "http://"+st.app.HTTPAddr()
 	done := make(chan error, 1)
 	go func() { done <- st.app.Run(ctx) }()
-	t.Cleanup(func() {
+	st.stop = func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("app.Run: %v", err)
-			}
+			return err
 		case <-time.After(30 * time.Second):
-			t.Error("app did not stop within 30s")
+			return fmt.Errorf("app did not stop within 30s")
 		}
-		_ = st.sim.Close()
-		logw.ch <- struct{}{}
-		if strings.Contains(st.logs.String(), token) || strings.Contains(st.logs.String(), "ari-secret") {
-			t.Error("a secret reached the logs")
-		}
-		<-logw.ch
-	})
-	if err := st.sim.WaitApp(ctx, "minuted-e2e"); err != nil {
+	}
+	if err := st.sim.WaitApp(ctx, st.cfg.ARI.Application); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool { return st.get(t, "/readyz", nil) == http.StatusOK }, "readyz")
-	return st
+}
+
+// stopApp stops minuted as SIGTERM does (the context ends) and waits.
+func (st *stack) stopApp(t *testing.T) {
+	t.Helper()
+	if st.stop == nil {
+		return
+	}
+	if err := st.stop(); err != nil {
+		t.Errorf("app.Run: %v", err)
+	}
+	st.stop = nil
 }
 
 // get calls the admin API and decodes the JSON answer into out.
