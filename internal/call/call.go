@@ -71,6 +71,10 @@ type Event struct {
 	// Estimated is set when EndedAt had to be guessed (the channel vanished
 	// while minuted could not see it): it is the last time it was known alive.
 	Estimated bool `json:"estimated,omitempty"`
+	// AnswerEstimated is set when AnsweredAt is a guess: an ingest that
+	// started while the call was already up adopts it without having seen
+	// its answer. Bill then keeps the answer time it recorded first.
+	AnswerEstimated bool `json:"answer_estimated,omitempty"`
 	// EndReason says why minuted ended the call when it did so itself
 	// ("exhausted"), empty for a normal hangup.
 	EndReason string `json:"end_reason,omitempty"`
