@@ -113,6 +113,7 @@ type Biller struct {
 	mu        sync.Mutex
 	lastAlert map[string]time.Time // rate-limited alert kinds
 	redisDown bool
+	closing   bool // Run is ending: no new background work
 }
 
 // New builds a Biller; Run starts it.

@@ -33,16 +33,33 @@ func (b *Biller) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bill: subscribe %s: %w", call.SnapshotWildcard, err)
 	}
-	defer func() { _ = snapSub.Unsubscribe() }()
-	authSub, err := b.nc.QueueSubscribe(AuthWildcard, AuthQueue, func(m *nats.Msg) { b.onAuth(ctx, m) })
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		// Stop intake first, then wait for what is still running.
+		cancel()
+		_ = snapSub.Unsubscribe()
+		b.waitBackground()
+	}()
+	// Requests are answered concurrently (bounded), so one slow ledger read
+	// does not make every waiting call hit its timeout.
+	authSem := make(chan struct{}, 32)
+	authSub, err := b.nc.QueueSubscribe(AuthWildcard, AuthQueue, func(m *nats.Msg) {
+		select {
+		case authSem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if !b.goBackground(func() {
+			defer func() { <-authSem }()
+			b.onAuth(ctx, m)
+		}) {
+			<-authSem
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("bill: subscribe %s: %w", AuthWildcard, err)
 	}
-	defer func() { _ = authSub.Unsubscribe() }()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer b.bg.Wait()
+	defer func() { _ = authSub.Unsubscribe() }() // runs before the wait above
 
 	if n, err := b.loadLive(ctx); err != nil {
 		b.log.Warn("cannot load all live calls on start; the sweeper will adopt them", "err", err)

@@ -102,9 +102,7 @@ func (b *Biller) exhausted(ctx context.Context, e *entry, res ledger.DebitResult
 // alertAsync publishes a in the background, retrying with backoff for a
 // while (the id keeps retries and other instances from duplicating it).
 func (b *Biller) alertAsync(ctx context.Context, a alert.Alert) {
-	b.bg.Add(1)
-	go func() {
-		defer b.bg.Done()
+	b.goBackground(func() {
 		for n := 1; ; n++ {
 			err := b.publishAlert(ctx, a)
 			if err == nil {
@@ -119,7 +117,26 @@ func (b *Biller) alertAsync(ctx context.Context, a alert.Alert) {
 			case <-time.After(b.backoff(b.o.RetryDelay, n)):
 			}
 		}
-	}()
+	})
+}
+
+// goBackground runs fn in a goroutine Run waits for, unless Run is ending.
+func (b *Biller) goBackground(fn func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return false
+	}
+	b.bg.Go(fn)
+	return true
+}
+
+// waitBackground refuses new background work and waits for the rest.
+func (b *Biller) waitBackground() {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	b.bg.Wait()
 }
 
 // forEachProject runs fn for every project of the ledger.
