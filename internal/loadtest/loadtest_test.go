@@ -37,6 +37,11 @@ func TestSmoke(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	b, err := st.MeasureBaseline(ctx, 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBaseline(t, b)
 	projects := []string{"load-a", "load-b"}
 	if err := st.SetupProjects(ctx, Tariff6060, projects...); err != nil {
 		t.Fatal(err)
@@ -59,5 +64,23 @@ func TestSmoke(t *testing.T) {
 	}
 	if r.P50MS <= 0 || r.P99MS < r.P50MS || r.P99MS > 5000 {
 		t.Errorf("latency p50 %.1f ms p99 %.1f ms", r.P50MS, r.P99MS)
+	}
+}
+
+// checkBaseline: every raw cost is measured and the sum is what the parts say.
+func checkBaseline(t *testing.T, b Baseline) {
+	t.Helper()
+	t.Logf("%+v", b)
+	if b.EventsPerCall < 20 {
+		t.Errorf("%d events per recorded call", b.EventsPerCall)
+	}
+	for name, op := range map[string]Op{"decode": b.DecodeMinimal, "upstream": b.DecodeUpstream, "publish": b.Publish, "fetch": b.FetchAck, "script": b.Script} {
+		if op.WallUS <= 0 || op.PerSec <= 0 || op.N < 100 || op.CallClientUS <= 0 {
+			t.Errorf("%s: %+v", name, op)
+		}
+	}
+	sum := b.DecodeMinimal.CallClientUS + b.Publish.CallClientUS + b.FetchAck.CallClientUS + b.Script.CallClientUS
+	if b.PerCallUS != sum || b.PerCallUS <= 0 {
+		t.Errorf("per call %.1f µs, parts sum to %.1f", b.PerCallUS, sum)
 	}
 }
