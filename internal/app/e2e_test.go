@@ -432,3 +432,43 @@ func TestRealTimeBalanceFalls(t *testing.T) {
 	}
 	st.checkLedger(t, "live", 1000, exp.TalkMS/1000)
 }
+// TestGracefulRestart: minuted stopped as by SIGTERM while calls are up,
+// then started again: the calls keep being billed and end exact, and the
+// events published before the stop are all there.
+func TestGracefulRestart(t *testing.T) {
+	st := startStack(t, nil)
+	st.project(t, "gr", tariff.Tariff{MinimumSeconds: 1, IncrementSeconds: 1}, 1000)
+	var calls []*sim.LiveCall
+	for range 3 {
+		lc, err := st.sim.StartCall(context.Background(), sim.CallOptions{Project: "gr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, lc)
+	}
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		live, err := st.led.Live(context.Background(), "gr")
+		return err == nil && len(live) == 3
+	}, "3 live calls")
+	st.stopApp(t)
+	st.logw.ch <- struct{}{}
+	drained := strings.Contains(st.logs.String(), "shutdown: every event published")
+	<-st.logw.ch
+	if !drained {
+		t.Error("shutdown did not report its publish buffer flushed")
+	}
+	time.Sleep(1500 * time.Millisecond) // the calls go on while minuted is down
+	st.startApp(t)
+	var billed int64
+	for _, lc := range calls {
+		exp := lc.Hangup(16)
+		billed += exp.TalkMS / 1000
+	}
+	cdrs := st.settled(t, "gr", 3, 20*time.Second)
+	for _, c := range cdrs {
+		if c.Estimated {
+			t.Errorf("call %s estimated though its hangup was seen", c.Channel)
+		}
+	}
+	st.checkLedger(t, "gr", 1000, billed)
+}

@@ -198,22 +198,11 @@ func (b *Biller) backoff(base time.Duration, n int) time.Duration {
 
 // thresholdAlert turns a crossing into its alert; the id makes every
 // instance and replay publish the same message, dropped as a duplicate.
-func thresholdAlert(project string, x ledger.Crossing, at time.Time) alert.Alert {
-	t := x.ThresholdMinutes
-	return alert.Alert{
-		Schema: alert.Schema,
-		ID: "threshold/" + project + "/" + strconv.FormatFloat(t, 'f', -1, 64) + "/" +
-			strconv.FormatInt(x.Generation, 10),
-		Kind: alert.Threshold, Project: project, At: at,
-		BalanceSeconds: x.Balance, ThresholdMinutes: &t,
-	}
-}
-
 // publishCrossings publishes the threshold alerts of one ledger change.
 func (b *Biller) publishCrossings(ctx context.Context, project string, xs []ledger.Crossing) error {
 	var errs []error
 	for _, x := range xs {
-		errs = append(errs, b.publishAlert(ctx, thresholdAlert(project, x, b.now().UTC())))
+		errs = append(errs, b.publishAlert(ctx, alert.ThresholdCrossed(project, x.ThresholdMinutes, x.Generation, x.Balance, b.now().UTC())))
 	}
 	return errors.Join(errs...)
 }

@@ -620,3 +620,49 @@ func (e *env) publishAsync(ev call.Event) {
 		e.t.Fatal(err)
 	}
 }
+
+// TestAdoptedAnswerKeepsTheRecordedOne: an ingest restarted mid-call adopts
+// the call with a guessed answer time (answer_estimated); bill keeps the
+// exact answer it recorded first, so the call is billed exactly.
+func TestAdoptedAnswerKeepsTheRecordedOne(t *testing.T) {
+	e := setup(t)
+	tr := tariff.Tariff{MinimumSeconds: 1, IncrementSeconds: 1}
+	e.project("adopt", tr, 1000, nil)
+	e.start(nil)
+	answered := time.Now().Add(-62 * time.Second)
+	a, en := events("adopt", "n1", "c1", answered, 62*time.Second)
+	e.publish(a)
+	// The restarted ingest's view: answer guessed 50 s later, end exact.
+	guess := answered.Add(50 * time.Second)
+	a2, en2 := a, en
+	a2.AnsweredAt, en2.AnsweredAt = &guess, &guess
+	a2.AnswerEstimated, en2.AnswerEstimated = true, true
+	e.publishID(a2, a2.MsgID()+"/adopted")
+	e.publish(en2)
+	e.waitSettled(15*time.Second, map[[3]string]int64{{"adopt", "n1", "c1"}: 62})
+	if got := e.balance("adopt"); got != 1000-62 {
+		t.Errorf("balance %d, want %d", got, 1000-62)
+	}
+	// A call whose only answer is a guess is billed from it and flagged.
+	g2 := time.Now().Add(-10 * time.Second)
+	_, en3 := events("adopt", "n1", "c2", g2, 10*time.Second)
+	en3.AnswerEstimated = true
+	e.publish(en3)
+	e.waitSettled(15*time.Second, map[[3]string]int64{{"adopt", "n1", "c2"}: 10})
+	var cdrs [][]byte
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		cdrs = e.readAll(call.CDRStream, "minuted.cdr.adopt")
+		return len(cdrs) >= 2
+	}, "two CDRs")
+	estimated := map[string]bool{}
+	for _, d := range cdrs {
+		var c call.CDR
+		if err := json.Unmarshal(d, &c); err != nil {
+			t.Fatal(err)
+		}
+		estimated[c.Channel] = c.Estimated
+	}
+	if len(estimated) != 2 || estimated["c1"] || !estimated["c2"] {
+		t.Errorf("CDR estimated flags %v, want c1 exact and c2 estimated", estimated)
+	}
+}

@@ -279,13 +279,24 @@ func (b *Biller) ended(ctx context.Context, ev *call.Event) error {
 	if err != nil {
 		return err
 	}
-	talk := ev.Talk()
+	answeredAt, estimated := call.UTCms(*ev.AnsweredAt), ev.Estimated
+	if ev.AnswerEstimated {
+		// An ingest that adopted the call after a restart guessed its
+		// answer; the ledger keeps the one it saw first, exact if the
+		// original answered message came through.
+		if !c.AnsweredAt.IsZero() && !c.AnsweredAt.Equal(answeredAt) {
+			answeredAt = c.AnsweredAt
+		} else {
+			estimated = true
+		}
+	}
+	talk := max(ev.EndedAt.Sub(answeredAt).Milliseconds(), 0)
 	cdr := call.CDR{
 		Schema: call.Schema, Node: ev.Node, Channel: ev.Channel, Project: ev.Project,
 		AttributedBy: ev.AttributedBy, CreatedAt: call.UTCms(ev.CreatedAt),
-		AnsweredAt: call.UTCms(*ev.AnsweredAt), EndedAt: call.UTCms(*ev.EndedAt),
+		AnsweredAt: answeredAt, EndedAt: call.UTCms(*ev.EndedAt),
 		TalkMS: talk, TalkSeconds: c.Tariff.TalkSeconds(talk), BilledSeconds: c.Tariff.BilledMS(talk),
-		Cause: ev.Cause, CauseTxt: ev.CauseTxt, Estimated: ev.Estimated, EndReason: ev.EndReason,
+		Cause: ev.Cause, CauseTxt: ev.CauseTxt, Estimated: estimated, EndReason: ev.EndReason,
 	}
 	if cdr.EndReason == "" && c.Exhausted {
 		cdr.EndReason = alert.Exhausted

@@ -55,7 +55,7 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 	}
 	if len(res.Crossed) > 0 {
 		for _, x := range res.Crossed {
-			b.alertAsync(ctx, thresholdAlert(e.project, x, now.UTC()))
+			b.alertAsync(ctx, alert.ThresholdCrossed(e.project, x.ThresholdMinutes, x.Generation, x.Balance, now.UTC()))
 		}
 	}
 	if res.Settled {

@@ -36,6 +36,12 @@ type TrackerStats struct {
 	Unbilled       int64 // calls published to _unbilled
 	InvalidProject int64 // channels whose project id failed call.ValidProject
 	Estimated      int64 // ended events with an estimated end
+	// Reattributed counts billed channels whose project or attribution
+	// was upgraded by a higher-priority source before answer.
+	Reattributed int64
+	// LateProject counts channels whose attribution variable named another
+	// project after the call was answered (the call stays where it is).
+	LateProject int64
 }
 
 type channel struct {
@@ -50,6 +56,8 @@ type channel struct {
 	dialled        bool
 	project, by    string
 	badProject     string
+	lateProject    string // last late variable value reported
+	endReason      string // set by SetEndReason before minuted hangs up
 	g              *group
 	// billing state of this channel
 	started, answered, closed bool
@@ -81,6 +89,9 @@ type Tracker struct {
 	stats          TrackerStats
 	// OnInvalid, if set, is told about each channel with a bad project id.
 	OnInvalid func(channel, project string)
+	// OnLateProject, if set, is told when the attribution variable of an
+	// answered, billed channel names another project than the one billed.
+	OnLateProject func(channel, billed, late string)
 }
 
 const goneMemory = 4096
@@ -334,6 +345,9 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 	}
 	var eligible []*channel
 	for _, m := range g.members {
+		if m.started && !m.closed {
+			t.reattribute(m, callerSide, out)
+		}
 		if !m.started && !m.closed {
 			p, by := t.attribute(m, callerSide)
 			if p != "" && !call.ValidProject(p) {
@@ -396,6 +410,53 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 	}
 }
 
+// rank orders the attribution modes: lower wins (SPEC §3).
+func rank(by string) int {
+	switch by {
+	case call.ByVariable:
+		return 0
+	case call.ByAccountcode:
+		return 1
+	case call.ByRule:
+		return 2
+	}
+	return 3
+}
+
+// reattribute applies "first match wins" to a started channel whose
+// attribution changed. Until the call is answered, a source of the same or
+// higher priority moves it (accountcode X, then BILLING_PROJECT=Y: billed
+// to Y by variable); when the project changes, started goes out again on
+// the new project's subject (see msgID). After answer the project is fixed,
+// since blocks are already being debited from it: a variable naming another
+// project is only reported (OnLateProject, Stats.LateProject). An invalid
+// or empty result never moves a started call.
+func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
+	p, by := t.attribute(m, callerSide)
+	if p == "" || !call.ValidProject(p) || p == m.project && by == m.by {
+		return
+	}
+	if m.answered {
+		if by == call.ByVariable && p != m.project && p != m.lateProject {
+			m.lateProject = p
+			t.stats.LateProject++
+			if t.OnLateProject != nil {
+				t.OnLateProject(m.id, m.project, p)
+			}
+		}
+		return
+	}
+	if rank(by) > rank(m.by) {
+		return
+	}
+	moved := p != m.project
+	m.project, m.by = p, by
+	t.stats.Reattributed++
+	if moved {
+		*out = append(*out, t.msg(m, call.Started))
+	}
+}
+
 func (t *Tracker) nonDialledProject(m *channel) bool {
 	if m.dialled {
 		return false
@@ -430,7 +491,8 @@ func (t *Tracker) end(c *channel, at time.Time, estimated bool, out *[]call.Even
 		end := at
 		e.EndedAt = &end
 		e.TalkMS = e.Talk()
-		e.Cause, e.CauseTxt, e.Estimated = c.cause, c.causeTxt, estimated || c.upEstimated
+		e.Cause, e.CauseTxt, e.Estimated = c.cause, c.causeTxt, estimated
+		e.EndReason = c.endReason
 		if estimated {
 			t.stats.Estimated++
 		}
@@ -497,11 +559,56 @@ func (t *Tracker) msg(c *channel, k call.Kind) call.Event {
 	if !c.upAt.IsZero() {
 		up := call.UTCms(c.upAt)
 		e.AnsweredAt = &up
-		if k == call.Answered {
-			e.Estimated = c.upEstimated
-		}
+		e.AnswerEstimated = c.upEstimated
 	}
 	return e
+}
+
+// SetEndReason records why minuted itself is about to hang channel id up
+// (e.g. "exhausted"): its ended message will carry it as end_reason. It
+// reports whether the channel is tracked.
+func (t *Tracker) SetEndReason(id, reason string) bool {
+	c := t.chans[id]
+	if c == nil {
+		return false
+	}
+	c.endReason = reason
+	return true
+}
+
+// ProjectOf resolves the project a channel's call is billed to, as the
+// tracker attributes it: the project of the call's billed channel if any,
+// else the channel's own attribution (variable, accountcode, rules; an
+// invalid id counts as none). "" when the channel is unknown or has none.
+func (t *Tracker) ProjectOf(id string) (project, by string) {
+	c := t.chans[id]
+	if c == nil {
+		return "", ""
+	}
+	if b := c.g.billed; b != nil && !b.closed && b.project != "" {
+		return b.project, b.by
+	}
+	p, by := t.attribute(c, false)
+	if !call.ValidProject(p) {
+		return "", ""
+	}
+	return p, by
+}
+
+// msgID is the Nats-Msg-Id of a CALLS message: call.Event.MsgID
+// (node/channel/kind), except that started carries its project too
+// (node/channel/started/project). A channel whose project is upgraded
+// before answer (§3: variable over accountcode) sends started again on the
+// new project; with the plain id JetStream would drop it as a duplicate of
+// the first. The id stays deterministic: the same started for the same
+// project always has the same id. bill only counts started, so a call
+// seen started on two projects is billed once, on the project its
+// answered and ended messages carry.
+func msgID(e *call.Event) string {
+	if e.Kind == call.Started {
+		return call.MsgID(e.Node, e.Channel, string(e.Kind), e.Project)
+	}
+	return e.MsgID()
 }
 
 // Disconnected records that the websocket dropped at `at`: events are

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -113,7 +114,7 @@ func toGolden(evs []call.Event) []goldenMsg {
 	out := make([]goldenMsg, 0, len(evs))
 	for _, e := range evs {
 		out = append(out, goldenMsg{
-			Subject: e.Subject(), MsgID: e.MsgID(), Project: e.Project, AttributedBy: e.AttributedBy,
+			Subject: e.Subject(), MsgID: msgID(&e), Project: e.Project, AttributedBy: e.AttributedBy,
 			AnsweredAt: e.AnsweredAt, EndedAt: e.EndedAt, TalkMS: e.TalkMS, Cause: e.Cause,
 			Estimated: e.Estimated, EndReason: e.EndReason,
 		})
@@ -182,10 +183,10 @@ func billed(t *testing.T, out []call.Event) map[string]call.Event {
 	ended := map[string]call.Event{}
 	seen := map[string]bool{}
 	for _, e := range out {
-		if seen[e.MsgID()] {
-			t.Fatalf("message %s emitted twice", e.MsgID())
+		if seen[msgID(&e)] {
+			t.Fatalf("message %s emitted twice", msgID(&e))
 		}
-		seen[e.MsgID()] = true
+		seen[msgID(&e)] = true
 		if e.Kind == call.Ended && e.Project != "" && e.AnsweredAt != nil {
 			ended[e.Channel] = e
 		}
@@ -349,7 +350,7 @@ func TestReconcileAdoptsLive(t *testing.T) {
 	tr := NewTracker("n1", defaultAttr)
 	now := created.Add(time.Minute)
 	out := tr.Reconcile(live, now)
-	if len(out) != 2 || out[0].Kind != call.Started || out[1].Kind != call.Answered || !out[1].Estimated ||
+	if len(out) != 2 || out[0].Kind != call.Started || out[1].Kind != call.Answered || !out[1].AnswerEstimated || out[1].Estimated ||
 		!out[1].AnsweredAt.Equal(created) || out[1].Channel != "9.2" {
 		t.Fatalf("got %+v", out)
 	}
@@ -357,7 +358,9 @@ func TestReconcileAdoptsLive(t *testing.T) {
 		t.Fatalf("second reconcile emitted %+v", again)
 	}
 	end := tr.Handle(ari.Event{Type: ari.ChannelDestroyed, Timestamp: now.Add(2 * time.Second), Channel: &live[1], Cause: 16})
-	if len(end) != 1 || end[0].TalkMS != 62000 || !end[0].Estimated {
+	// The end was seen: exact; only the answer is a guess (bill keeps the
+	// answer time it saw first, see bill.ended).
+	if len(end) != 1 || end[0].TalkMS != 62000 || end[0].Estimated || !end[0].AnswerEstimated {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -410,5 +413,118 @@ func TestInterleavingsBurst50(t *testing.T) {
 				t.Fatalf("seed %d: channel %s got %+v want %+v", seed, ch, g, w)
 			}
 		}
+	}
+}
+
+// chanEv builds one event about a plain SIP channel for the synthetic tests.
+func chanEv(typ string, at time.Time, state, acct, project string) ari.Event {
+	ch := &ari.Channel{ID: "7.1", Name: "PJSIP/trunk-00000001", State: state, AccountCode: acct,
+		CreationTime: time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC), Vars: map[string]string{"BILLING_PROJECT": project}}
+	ev := ari.Event{Type: typ, Timestamp: at, AsteriskID: "n1", Channel: ch}
+	if typ == ari.ChannelVarset {
+		ev.Variable, ev.Value = "BILLING_PROJECT", project
+	}
+	return ev
+}
+
+// TestVariableUpgradesAccountcodeBeforeAnswer: SPEC §3 first match wins even
+// when the accountcode is set first.
+func TestVariableUpgradesAccountcodeBeforeAnswer(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	tr := NewTracker("", defaultAttr)
+	var out []call.Event
+	for _, ev := range []ari.Event{
+		chanEv(ari.ChannelCreated, t0, "Ring", "", ""),
+		chanEv("ChannelDialplan", t0.Add(10*time.Millisecond), "Ring", "proj-x", ""),
+		chanEv(ari.ChannelVarset, t0.Add(20*time.Millisecond), "Ring", "proj-x", "proj-y"),
+		chanEv(ari.ChannelStateChange, t0.Add(time.Second), "Up", "proj-x", "proj-y"),
+		chanEv(ari.ChannelDestroyed, t0.Add(5*time.Second), "Up", "proj-x", "proj-y"),
+	} {
+		out = append(out, tr.Handle(ev)...)
+	}
+	var got []string
+	for _, e := range out {
+		got = append(got, fmt.Sprintf("%s %s %s %s", e.Kind, e.Project, e.AttributedBy, msgID(&e)))
+	}
+	want := []string{
+		"started proj-x accountcode n1/7.1/started/proj-x",
+		"started proj-y variable n1/7.1/started/proj-y",
+		"answered proj-y variable n1/7.1/answered",
+		"ended proj-y variable n1/7.1/ended",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if e := oneCall(t, out); e.TalkMS != 4000 {
+		t.Fatalf("talk %d, want 4000", e.TalkMS)
+	}
+	if s := tr.Stats(); s.Reattributed != 1 || s.LateProject != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestVariableAfterAnswerIsReported: once answered (blocks are being debited)
+// the project stays; a later variable naming another project is reported.
+func TestVariableAfterAnswerIsReported(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	tr := NewTracker("", defaultAttr)
+	var late []string
+	tr.OnLateProject = func(ch, billed, p string) { late = append(late, ch+" "+billed+" "+p) }
+	var out []call.Event
+	for _, ev := range []ari.Event{
+		chanEv(ari.ChannelCreated, t0, "Ring", "proj-x", ""),
+		chanEv(ari.ChannelStateChange, t0.Add(time.Second), "Up", "proj-x", ""),
+		chanEv(ari.ChannelVarset, t0.Add(2*time.Second), "Up", "proj-x", "proj-y"),
+		chanEv("ChannelDialplan", t0.Add(3*time.Second), "Up", "proj-x", "proj-y"), // same value again: reported once
+		chanEv(ari.ChannelDestroyed, t0.Add(5*time.Second), "Up", "proj-x", "proj-y"),
+	} {
+		out = append(out, tr.Handle(ev)...)
+	}
+	if len(out) != 3 || countKind(out, call.Started) != 1 {
+		t.Fatalf("want started, answered, ended once each, got %+v", out)
+	}
+	if e := oneCall(t, out); e.Project != "proj-x" || e.AttributedBy != call.ByAccountcode || e.TalkMS != 4000 {
+		t.Fatalf("ended %+v, want proj-x by accountcode, 4000 ms", e)
+	}
+	if s := tr.Stats(); s.LateProject != 1 || s.Reattributed != 0 || len(late) != 1 || late[0] != "7.1 proj-x proj-y" {
+		t.Fatalf("stats %+v, reported %v", s, late)
+	}
+}
+
+// TestLowerPriorityNeverMoves: a rule never takes a call from the
+// accountcode, and clearing the variable does not move a started call.
+func TestLowerPriorityNeverMoves(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	a := defaultAttr
+	a.Rules = []config.Rule{{Context: "in", Project: "rule-p"}}
+	tr := NewTracker("", a)
+	var out []call.Event
+	evs := []ari.Event{
+		chanEv(ari.ChannelCreated, t0, "Ring", "", "proj-y"),
+		chanEv(ari.ChannelVarset, t0.Add(time.Millisecond), "Ring", "", ""), // variable cleared
+		chanEv(ari.ChannelStateChange, t0.Add(time.Second), "Up", "", ""),
+		chanEv(ari.ChannelDestroyed, t0.Add(2*time.Second), "Up", "", ""),
+	}
+	for i := range evs {
+		evs[i].Channel.Context = "in"
+		out = append(out, tr.Handle(evs[i])...)
+	}
+	if e := oneCall(t, out); e.Project != "proj-y" || e.AttributedBy != call.ByVariable || countKind(out, call.Started) != 1 {
+		t.Fatalf("got %+v", out)
+	}
+}
+
+// TestEndReason: a channel minuted hangs up itself ends with its reason.
+func TestEndReason(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	tr := NewTracker("", defaultAttr)
+	var out []call.Event
+	out = append(out, tr.Handle(chanEv(ari.ChannelCreated, t0, "Up", "", "proj-y"))...)
+	if !tr.SetEndReason("7.1", "exhausted") || tr.SetEndReason("nope", "exhausted") {
+		t.Fatal("SetEndReason: want true for a tracked channel only")
+	}
+	out = append(out, tr.Handle(chanEv(ari.ChannelDestroyed, t0.Add(time.Minute), "Up", "", "proj-y"))...)
+	if e := oneCall(t, out); e.EndReason != "exhausted" || e.TalkMS != 60000 {
+		t.Fatalf("ended %+v, want end_reason exhausted", e)
 	}
 }
