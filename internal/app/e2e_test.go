@@ -432,6 +432,7 @@ func TestRealTimeBalanceFalls(t *testing.T) {
 	}
 	st.checkLedger(t, "live", 1000, exp.TalkMS/1000)
 }
+
 // TestGracefulRestart: minuted stopped as by SIGTERM while calls are up,
 // then started again: the calls keep being billed and end exact, and the
 // events published before the stop are all there.
