@@ -91,6 +91,23 @@ type IngestConfig struct {
 	UseAccountcode   bool          `yaml:"use_accountcode"`
 	Rules            []Rule        `yaml:"rules"`
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// Stasis authorisation (SPEC §8): how long to wait for bill's answer,
+	// what to do without one (fail_open | fail_closed), and the ARI hangup
+	// reason of a refused call.
+	AuthTimeout     time.Duration `yaml:"auth_timeout"`
+	AuthPolicy      string        `yaml:"auth_policy"`
+	AuthHangupCause string        `yaml:"auth_hangup_cause"`
+	// ARILostGrace: an ari_lost alert is raised when ARI stays unreachable
+	// this long.
+	ARILostGrace time.Duration `yaml:"ari_lost_grace"`
+}
+
+// HangupReasons are the reasons DELETE /ari/channels/{id} accepts, with the
+// Q.850 cause Asterisk gives each.
+var HangupReasons = map[string]int{
+	"normal": 16, "busy": 17, "congestion": 34, "no_answer": 19, "timeout": 19, "rejected": 21,
+	"unallocated": 1, "normal_unspecified": 31, "number_incomplete": 28, "codec_mismatch": 58,
+	"interworking": 127, "failure": 38, "answered_elsewhere": 26,
 }
 
 // Rule maps a dialplan context and/or extension pattern to a project.
@@ -142,8 +159,9 @@ func Default() Config {
 			StoreDir: "/var/lib/minuted/nats", Replicas: 1, Storage: "file", MaxAge: 7 * 24 * time.Hour,
 			DuplicateWindow: 10 * time.Minute, ConsumerName: "bill", PublishBufferSize: 1 << 20,
 		},
-		Redis:  RedisConfig{URL: "redis://127.0.0.1:6379/0", LedgerMaxLen: 100000},
-		Ingest: IngestConfig{Variable: "BILLING_PROJECT", UseAccountcode: true, SnapshotInterval: 10 * time.Second},
+		Redis: RedisConfig{URL: "redis://127.0.0.1:6379/0", LedgerMaxLen: 100000},
+		Ingest: IngestConfig{Variable: "BILLING_PROJECT", UseAccountcode: true, SnapshotInterval: 10 * time.Second,
+			AuthTimeout: 250 * time.Millisecond, AuthPolicy: "fail_open", AuthHangupCause: "rejected", ARILostGrace: 30 * time.Second},
 		Bill: BillConfig{
 			UnknownProject: "create", Batch: 256, MaxInFlight: 1024, AckWait: 30 * time.Second,
 			MaxDeliver: -1, OrphanAfter: 35 * time.Second, TickSlack: 3 * time.Second,
@@ -273,6 +291,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.SnapshotInterval < time.Second {
 		bad("ingest.snapshot_interval", "must be at least 1s")
+	}
+	if c.Ingest.AuthTimeout <= 0 {
+		bad("ingest.auth_timeout", "must be positive, e.g. 250ms")
+	}
+	if c.Ingest.AuthPolicy != "fail_open" && c.Ingest.AuthPolicy != "fail_closed" {
+		bad("ingest.auth_policy", "must be fail_open or fail_closed, got %q", c.Ingest.AuthPolicy)
+	}
+	if _, ok := HangupReasons[c.Ingest.AuthHangupCause]; !ok {
+		bad("ingest.auth_hangup_cause", "must be an ARI hangup reason (rejected, congestion, busy, normal, ...), got %q", c.Ingest.AuthHangupCause)
+	}
+	if c.Ingest.ARILostGrace < 0 {
+		bad("ingest.ari_lost_grace", "must not be negative")
 	}
 	if c.Bill.UnknownProject != "create" && c.Bill.UnknownProject != "dead_letter" {
 		bad("bill.unknown_project", "must be create or dead_letter, got %q", c.Bill.UnknownProject)

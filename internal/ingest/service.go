@@ -82,6 +82,10 @@ func New(o Options, pub Publisher, nc *nats.Conn) *Service {
 		log.Warn("channel has an invalid project id; published as unbilled", "channel", ch, "project", p,
 			"rule", "project ids match ^[A-Za-z0-9_-]{1,64}$")
 	}
+	s.tr.OnLateProject = func(ch, billed, late string) {
+		log.Warn("attribution variable changed after the call was answered; the call stays billed to its project",
+			"channel", ch, "billed_project", billed, "variable_project", late)
+	}
 	return s
 }
 
@@ -243,11 +247,11 @@ func (s *Service) publish(ctx context.Context, out []call.Event) {
 		e := &out[i]
 		b, err := json.Marshal(e)
 		if err == nil {
-			err = s.pub.Enqueue(ctx, e.Subject(), e.MsgID(), b)
+			err = s.pub.Enqueue(ctx, e.Subject(), msgID(e), b)
 		}
 		if err != nil {
 			s.pubErr.Add(1)
-			s.log.Error("cannot enqueue call event", "subject", e.Subject(), "msg_id", e.MsgID(), "err", err)
+			s.log.Error("cannot enqueue call event", "subject", e.Subject(), "msg_id", msgID(e), "err", err)
 			continue
 		}
 		s.published.Add(1)
@@ -290,13 +294,6 @@ func (s *Service) PublishSnapshot() {
 	s.snapshots.Add(1)
 }
 
-// ariReasons are the hangup reasons DELETE /channels accepts.
-var ariReasons = map[string]bool{
-	"normal": true, "busy": true, "congestion": true, "no_answer": true, "timeout": true, "rejected": true,
-	"unallocated": true, "normal_unspecified": true, "number_incomplete": true, "codec_mismatch": true,
-	"interworking": true, "failure": true, "answered_elsewhere": true,
-}
-
 func (s *Service) subscribeControl(ctx context.Context) *nats.Subscription {
 	node := s.Node()
 	if node == "" || s.nc == nil {
@@ -322,18 +319,28 @@ func (s *Service) subscribeControl(ctx context.Context) *nats.Subscription {
 
 func (s *Service) hangup(ctx context.Context, m *nats.Msg, h call.Hangup) {
 	reason := h.Reason
-	if !ariReasons[reason] {
+	if _, ok := config.HangupReasons[reason]; !ok {
 		reason = "normal"
 	}
 	s.hangups.Add(1)
+	s.setEndReason(h.Channel, h.Reason)
 	err := s.cli.Hangup(ctx, h.Channel, reason)
 	if err != nil {
+		s.setEndReason(h.Channel, "")
 		s.hangupErr.Add(1)
 		s.log.Error("hangup command failed", "channel", h.Channel, "project", h.Project, "err", err)
 	} else {
 		s.log.Info("hung up channel on command", "channel", h.Channel, "project", h.Project, "reason", h.Reason)
 	}
 	s.respond(m, err)
+}
+
+// setEndReason marks the channel's ended message with why minuted hangs
+// it up (the control message's reason, e.g. "exhausted").
+func (s *Service) setEndReason(ch, reason string) {
+	s.mu.Lock()
+	s.tr.SetEndReason(ch, reason)
+	s.mu.Unlock()
 }
 
 func (s *Service) respond(m *nats.Msg, err error) {

@@ -2,8 +2,10 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,10 +97,10 @@ func (h *harness) calls(t *testing.T) map[string]call.Event {
 			if err != nil {
 				t.Fatalf("bad CALLS message: %v", err)
 			}
-			if _, dup := out[e.MsgID()]; dup {
-				t.Fatalf("duplicate message %s", e.MsgID())
+			if _, dup := out[msgID(e)]; dup {
+				t.Fatalf("duplicate message %s", msgID(e))
 			}
-			out[e.MsgID()] = *e
+			out[msgID(e)] = *e
 		}
 	}
 	return out
@@ -209,5 +211,31 @@ func TestServiceBurst(t *testing.T) {
 	}
 	if len(b) != 0 {
 		t.Fatalf("%d unexpected billed calls, e.g. %v", len(b), fmt.Sprint(b)[:200])
+	}
+}
+
+// TestServiceHangupCommandEndReason: a call cut by bill's hangup command
+// ends with the command's reason as end_reason.
+func TestServiceHangupCommandEndReason(t *testing.T) {
+	h := startHarness(t, sim.Options{})
+	ctx := context.Background()
+	c, err := h.sim.StartCall(ctx, sim.CallOptions{Project: "proj-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return h.svc.Stats().Published >= 2 }, "started and answered published")
+	cmd, _ := json.Marshal(call.Hangup{Schema: call.Schema, Node: h.svc.Node(), Channel: c.BilledChannel(), Project: "proj-a", Reason: "exhausted"})
+	m, err := h.nc.Request(call.ControlSubject(h.svc.Node(), "hangup"), cmd, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"ok":true`) {
+		t.Fatalf("hangup command: %v %s", err, m.Data)
+	}
+	<-c.Done()
+	h.waitIdle(t, 3)
+	e, ok := endedBilled(h.calls(t))[c.BilledChannel()]
+	if !ok || e.EndReason != "exhausted" || e.TalkMS != c.Expected().TalkMS {
+		t.Fatalf("ended %+v, want end_reason exhausted and talk %d", e, c.Expected().TalkMS)
+	}
+	if hs := h.sim.Hangups(); len(hs) != 1 || hs[0].Cause != 16 {
+		t.Fatalf("sim hangups %+v, want one DELETE with reason normal (16)", hs)
 	}
 }
