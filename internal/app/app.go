@@ -5,11 +5,14 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +25,7 @@ import (
 	"github.com/minuted/minuted/internal/api"
 	"github.com/minuted/minuted/internal/bill"
 	"github.com/minuted/minuted/internal/config"
+	"github.com/minuted/minuted/internal/dashboard"
 	"github.com/minuted/minuted/internal/ingest"
 	"github.com/minuted/minuted/internal/ledger"
 	"github.com/minuted/minuted/internal/notify"
@@ -154,27 +158,127 @@ func (a *App) connectNATS(ctx context.Context) error {
 	return nil
 }
 
-// RedisClient builds a go-redis client from a URL: a single server
-// (redis://, rediss://, unix://) or a cluster (redis://h1:p1?addr=h2:p2).
+// RedisClient builds a go-redis client from cfg, in every form a
+// UniversalClient: a single server (redis://, rediss://, unix://), a cluster
+// (redis://h1:p1?addr=h2:p2), or the master of a Sentinel group
+// (redis.sentinel.master_name with redis.sentinel.addrs, or go-redis's
+// failover URL redis://sentinel1:26379?master_name=m&addr=sentinel2:26379).
+// redis.username/password (ACL or requirepass) and redis.tls apply to every
+// form; with Sentinel, redis.url's user/password/db/scheme are the master's.
+// Errors never quote the URL's password.
 func RedisClient(cfg config.RedisConfig) (redis.UniversalClient, error) {
-	if isClusterURL(cfg.URL) {
-		o, err := redis.ParseClusterURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
+	tlsCfg, err := cfg.TLS.Client("redis.tls")
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis.url %s: %w", config.RedactURL(cfg.URL), stripURLError(err))
+	}
+	if tlsCfg != nil && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("redis.tls: set, but redis.url is %s:// (plain); use rediss:// to connect with TLS", u.Scheme)
+	}
+	// withTLS merges redis.tls into the config go-redis derived from a
+	// rediss:// URL; serverName is the name to verify when redis.tls names
+	// none ("" verifies each address dialled).
+	withTLS := func(parsed *tls.Config, serverName string) *tls.Config {
+		if parsed == nil {
+			return nil
+		}
+		c := &tls.Config{MinVersion: tls.VersionTLS12}
+		if tlsCfg != nil {
+			c = tlsCfg.Clone()
+		}
+		if c.ServerName == "" {
+			c.ServerName = serverName
+		}
+		c.InsecureSkipVerify = c.InsecureSkipVerify || parsed.InsecureSkipVerify //nolint:gosec // ?skip_verify=true or redis.tls.insecure_skip_verify
+		return c
+	}
+	auth := func(user, pw *string) {
+		if cfg.Username != "" {
+			*user = cfg.Username
 		}
 		if cfg.Password != "" {
-			o.Password = string(cfg.Password)
+			*pw = string(cfg.Password)
 		}
+	}
+	bad := func(err error) error {
+		return fmt.Errorf("redis.url %s: %w", config.RedactURL(cfg.URL), stripURLError(err))
+	}
+	switch {
+	case cfg.Sentinel.MasterName != "":
+		o, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, bad(err)
+		}
+		fo := &redis.FailoverOptions{
+			MasterName: cfg.Sentinel.MasterName, SentinelAddrs: cfg.Sentinel.Addrs,
+			SentinelUsername: cfg.Sentinel.Username, SentinelPassword: string(cfg.Sentinel.Password),
+			Username: o.Username, Password: o.Password, DB: o.DB, ClientName: o.ClientName,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, MaxRetries: o.MaxRetries, TLSConfig: withTLS(o.TLSConfig, ""),
+		}
+		auth(&fo.Username, &fo.Password)
+		return redis.NewFailoverClient(fo), nil
+	case u.Query().Has("master_name"):
+		fo, err := redis.ParseFailoverURL(cfg.URL)
+		if err != nil {
+			return nil, bad(err)
+		}
+		fo.TLSConfig = withTLS(fo.TLSConfig, "")
+		if cfg.Sentinel.Password != "" {
+			fo.SentinelPassword = string(cfg.Sentinel.Password)
+		}
+		auth(&fo.Username, &fo.Password)
+		return redis.NewFailoverClient(fo), nil
+	case isClusterURL(cfg.URL):
+		o, err := redis.ParseClusterURL(cfg.URL)
+		if err != nil {
+			return nil, bad(err)
+		}
+		if o.TLSConfig != nil {
+			o.TLSConfig = withTLS(o.TLSConfig, o.TLSConfig.ServerName)
+		}
+		auth(&o.Username, &o.Password)
 		return redis.NewClusterClient(o), nil
 	}
 	o, err := redis.ParseURL(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis.url: %w", err)
+		return nil, bad(err)
 	}
-	if cfg.Password != "" {
-		o.Password = string(cfg.Password)
+	if o.TLSConfig != nil {
+		o.TLSConfig = withTLS(o.TLSConfig, o.TLSConfig.ServerName)
 	}
+	auth(&o.Username, &o.Password)
 	return redis.NewClient(o), nil
+}
+
+// stripURLError drops the URL url.Parse quotes in its errors (it may hold a
+// password).
+func stripURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// redisFix tells an operator what to check for a Redis error that will not
+// heal by waiting (refused credentials, a TLS failure), or "" for others.
+func redisFix(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	var verr *tls.CertificateVerificationError
+	switch {
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "NOPERM"):
+		return "Redis refused the credentials: check redis.username and redis.password (password_file, MINUTED_REDIS_PASSWORD) against the server's requirepass/ACL, and redis.sentinel.password when using sentinels"
+	case errors.As(err, &verr), strings.Contains(msg, "x509:"), strings.Contains(msg, "tls:"):
+		return "TLS with Redis failed: check redis.url (rediss://), redis.tls.ca_file (the CA that signed the server certificate), redis.tls.server_name and, if the server wants one, redis.tls.cert_file/key_file"
+	}
+	return ""
 }
 
 func (a *App) connectRedis(ctx context.Context) error {
@@ -187,6 +291,10 @@ func (a *App) connectRedis(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := a.led.Ping(pctx); err != nil {
+		if fix := redisFix(err); fix != "" {
+			// Waiting will not help: say what to fix and stop.
+			return fmt.Errorf("connect to Redis %s: %s: %w", config.RedactURL(a.cfg.Redis.URL), fix, err)
+		}
 		// Not fatal: bill waits (messages stay in JetStream), the API
 		// answers 503 on /readyz. Say it plainly.
 		a.log.Error("Redis unreachable; billing waits until it is back",
@@ -289,6 +397,7 @@ func (a *App) Run(ctx context.Context) error {
 			Store: a.led, Token: a.cfg.HTTP.AdminToken, Logger: a.log.With("role", RoleAPI), Registry: a.reg,
 			Ready: a.readyChecks(), Alerts: alertSource{js: a.js}, Defaults: a.settings(),
 			OnCrossed: a.publishCrossings,
+			Dashboard: dashboard.New(dashboard.Options{Store: a.led, Alerts: alertSource{js: a.js}, Checks: a.readyChecks(), System: dashboard.NewNATSSystem(a.nc, a.js, a.cfg.NATS.ConsumerName), Logger: a.log.With("role", "dashboard")}),
 		})
 		if err != nil {
 			return fmt.Errorf("admin API: %w", err)

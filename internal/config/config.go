@@ -4,10 +4,13 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -62,27 +65,104 @@ type ARIConfig struct {
 
 // NATSConfig: an empty URL means the embedded server.
 type NATSConfig struct {
-	URL               string        `yaml:"url"`
-	StoreDir          string        `yaml:"store_dir"`
-	Replicas          int           `yaml:"replicas"`
-	Storage           string        `yaml:"storage"`
-	MaxAge            time.Duration `yaml:"max_age"`
-	DuplicateWindow   time.Duration `yaml:"duplicate_window"`
-	User              string        `yaml:"user"`
-	Password          Secret        `yaml:"password"`
-	PasswordFile      string        `yaml:"password_file"`
-	CredsFile         string        `yaml:"creds_file"`
-	EmbeddedListen    string        `yaml:"embedded_listen"`
-	ConsumerName      string        `yaml:"consumer"`
-	PublishBufferSize int           `yaml:"publish_buffer"`
+	URL             string        `yaml:"url"`
+	StoreDir        string        `yaml:"store_dir"`
+	Replicas        int           `yaml:"replicas"`
+	Storage         string        `yaml:"storage"`
+	MaxAge          time.Duration `yaml:"max_age"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	User            string        `yaml:"user"`
+	Password        Secret        `yaml:"password"`
+	PasswordFile    string        `yaml:"password_file"`
+	CredsFile       string        `yaml:"creds_file"`
+	// Token authenticates with a server authorization token.
+	Token     Secret `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	// NkeyFile is a file holding an nkey seed (SU...): the client signs
+	// the server's nonce with it.
+	NkeyFile string `yaml:"nkey_file"`
+	// TLS verifies the servers with a private CA and/or presents a client
+	// certificate; it turns TLS on (nats:// URLs included).
+	TLS            TLSConfig `yaml:"tls"`
+	EmbeddedListen string    `yaml:"embedded_listen"`
+	// EmbeddedUser/EmbeddedPassword make the embedded server (when it
+	// listens on embedded_listen) require these credentials of every client.
+	EmbeddedUser         string `yaml:"embedded_user"`
+	EmbeddedPassword     Secret `yaml:"embedded_password"`
+	EmbeddedPasswordFile string `yaml:"embedded_password_file"`
+	ConsumerName         string `yaml:"consumer"`
+	PublishBufferSize    int    `yaml:"publish_buffer"`
 }
 
-// RedisConfig: a redis:// or rediss:// URL, cluster form with ?addr=.
+// RedisConfig: a redis:// or rediss:// URL, cluster form with ?addr=,
+// or Redis Sentinel (Sentinel.MasterName set).
 type RedisConfig struct {
-	URL          string `yaml:"url"`
+	URL string `yaml:"url"`
+	// Username is the ACL user (Redis 6+); empty: "default".
+	Username     string `yaml:"username"`
 	Password     Secret `yaml:"password"`
 	PasswordFile string `yaml:"password_file"`
-	LedgerMaxLen int64  `yaml:"ledger_max_len"`
+	// TLS adds a private CA, a client certificate or a server name to a
+	// rediss:// URL.
+	TLS          TLSConfig      `yaml:"tls"`
+	Sentinel     SentinelConfig `yaml:"sentinel"`
+	LedgerMaxLen int64          `yaml:"ledger_max_len"`
+}
+
+// SentinelConfig selects the master named MasterName through the sentinels
+// at Addrs. redis.url then only gives the scheme (rediss: TLS), the
+// database and the master's user/password; its host is ignored.
+type SentinelConfig struct {
+	MasterName   string   `yaml:"master_name"`
+	Addrs        []string `yaml:"addrs"`
+	Username     string   `yaml:"username"`
+	Password     Secret   `yaml:"password"`
+	PasswordFile string   `yaml:"password_file"`
+}
+
+// TLSConfig is a client's TLS: a CA bundle to verify the server with (empty:
+// the system roots), a client certificate and key (mutual TLS), the name the
+// server's certificate must carry (empty: the host dialled).
+type TLSConfig struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any server certificate: tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Set reports whether any TLS setting is given.
+func (t TLSConfig) Set() bool { return t != TLSConfig{} }
+
+// Client builds the tls.Config of t (nil when nothing is set); key names
+// the config section in errors, e.g. "redis.tls".
+func (t TLSConfig) Client(key string) (*tls.Config, error) {
+	if !t.Set() {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.ca_file: cannot read the CA bundle: %w", key, err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", key, t.CAFile)
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, fmt.Errorf("%s.cert_file/key_file: set both (client certificate and its key) or neither", key)
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file/key_file: cannot load the client certificate: %w", key, err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 // IngestConfig: attribution and snapshots.
@@ -216,8 +296,20 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	if v := getenv("MINUTED_ADMIN_TOKEN"); v != "" {
 		c.HTTP.AdminToken = Secret(v)
 	}
-	if v := getenv("ARI_PASSWORD"); v != "" {
-		c.ARI.Password = Secret(v)
+	for _, s := range []struct {
+		dst *Secret
+		env string
+	}{
+		{&c.ARI.Password, "ARI_PASSWORD"},
+		{&c.Redis.Password, "MINUTED_REDIS_PASSWORD"},
+		{&c.Redis.Sentinel.Password, "MINUTED_REDIS_SENTINEL_PASSWORD"},
+		{&c.NATS.Password, "MINUTED_NATS_PASSWORD"},
+		{&c.NATS.Token, "MINUTED_NATS_TOKEN"},
+		{&c.NATS.EmbeddedPassword, "MINUTED_NATS_EMBEDDED_PASSWORD"},
+	} {
+		if v := getenv(s.env); v != "" {
+			*s.dst = Secret(v)
+		}
 	}
 }
 
@@ -237,7 +329,10 @@ func (c *Config) resolveSecrets() error {
 	return errors.Join(
 		readSecret(&c.ARI.Password, c.ARI.PasswordFile, "ari.password_file"),
 		readSecret(&c.NATS.Password, c.NATS.PasswordFile, "nats.password_file"),
+		readSecret(&c.NATS.Token, c.NATS.TokenFile, "nats.token_file"),
+		readSecret(&c.NATS.EmbeddedPassword, c.NATS.EmbeddedPasswordFile, "nats.embedded_password_file"),
 		readSecret(&c.Redis.Password, c.Redis.PasswordFile, "redis.password_file"),
+		readSecret(&c.Redis.Sentinel.Password, c.Redis.Sentinel.PasswordFile, "redis.sentinel.password_file"),
 		readSecret(&c.HTTP.AdminToken, c.HTTP.AdminTokenFile, "http.admin_token_file"),
 	)
 }
@@ -275,9 +370,10 @@ func (c *Config) Validate() error {
 	if c.NATS.PublishBufferSize < 1 {
 		bad("nats.publish_buffer", "must be at least 1")
 	}
-	if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-		bad("redis.url", "%q must look like redis://host:6379/0 (MINUTED_REDIS_URL)", c.Redis.URL)
+	if err := c.NATS.ValidateAuth(); err != nil {
+		errs = append(errs, err)
 	}
+	errs = append(errs, c.Redis.validate()...)
 	if c.Ingest.Variable == "" && !c.Ingest.UseAccountcode && len(c.Ingest.Rules) == 0 {
 		bad("ingest", "no attribution configured: set variable, use_accountcode or rules")
 	}
@@ -329,6 +425,83 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// ValidateAuth checks the authentication and TLS keys of the NATS section:
+// at most one way to authenticate, complete pairs, embedded credentials
+// only with a listening embedded server.
+func (n *NATSConfig) ValidateAuth() error {
+	var errs []error
+	var methods []string
+	if n.User != "" || n.Password != "" {
+		methods = append(methods, "nats.user/password")
+		if n.User == "" || n.Password == "" {
+			errs = append(errs, errors.New("nats.user/password: set both (password from nats.password_file or MINUTED_NATS_PASSWORD)"))
+		}
+	}
+	for _, m := range []struct {
+		set bool
+		key string
+	}{{n.Token != "", "nats.token"}, {n.NkeyFile != "", "nats.nkey_file"}, {n.CredsFile != "", "nats.creds_file"}} {
+		if m.set {
+			methods = append(methods, m.key)
+		}
+	}
+	if len(methods) > 1 {
+		errs = append(errs, fmt.Errorf("nats: choose one way to authenticate, not %s", strings.Join(methods, " and ")))
+	}
+	if err := n.TLS.validate("nats.tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if n.EmbeddedUser != "" || n.EmbeddedPassword != "" {
+		switch {
+		case n.EmbeddedListen == "":
+			errs = append(errs, errors.New("nats.embedded_user/embedded_password: only apply when nats.embedded_listen is set (in-process clients need none)"))
+		case n.EmbeddedUser == "" || n.EmbeddedPassword == "":
+			errs = append(errs, errors.New("nats.embedded_user/embedded_password: set both (password from nats.embedded_password_file or MINUTED_NATS_EMBEDDED_PASSWORD)"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *RedisConfig) validate() []error {
+	var errs []error
+	u, err := url.Parse(r.URL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+		return append(errs, fmt.Errorf("redis.url: %q must look like redis://host:6379/0 or rediss://host:6380/0 (MINUTED_REDIS_URL)", RedactURL(r.URL)))
+	}
+	if r.TLS.Set() && u.Scheme != "rediss" {
+		errs = append(errs, fmt.Errorf("redis.tls: set, but redis.url is %s:// (plain); use rediss:// to connect with TLS", u.Scheme))
+	}
+	if err := r.TLS.validate("redis.tls"); err != nil {
+		errs = append(errs, err)
+	}
+	s := r.Sentinel
+	if s.MasterName == "" {
+		if len(s.Addrs) > 0 || s.Password != "" || s.Username != "" {
+			errs = append(errs, errors.New("redis.sentinel.master_name: must be set to use the sentinels of redis.sentinel.addrs"))
+		}
+		return errs
+	}
+	if len(s.Addrs) == 0 {
+		errs = append(errs, errors.New("redis.sentinel.addrs: list at least one sentinel host:port"))
+	}
+	for i, a := range s.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("redis.sentinel.addrs[%d]: %q must be host:port", i, a))
+		}
+	}
+	if u.Scheme == "unix" || u.Query().Has("addr") || u.Query().Has("master_name") {
+		errs = append(errs, errors.New("redis.url: with redis.sentinel, use a plain redis:// or rediss:// URL (its host is ignored; scheme, user, password and /db apply)"))
+	}
+	return errs
+}
+
+func (t TLSConfig) validate(key string) error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return fmt.Errorf("%s.cert_file/key_file: set both (client certificate and its key) or neither", key)
+	}
+	return nil
 }
 
 // RedactURL hides the password of a URL (redis://:pw@host) for logs.

@@ -5,6 +5,8 @@ package testutil
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -24,13 +26,24 @@ type NATS struct {
 	Server *server.Server
 	Dir    string
 	Port   int
+	// configure, if set, adjusts the server options (TLS, users, nkeys).
+	configure func(*server.Options)
 }
 
 // StartNATS starts a JetStream server on a random port with its store in a
 // test temp dir; it is shut down when the test ends.
 func StartNATS(tb testing.TB) *NATS {
 	tb.Helper()
-	n := &NATS{Dir: tb.TempDir(), Port: -1}
+	return StartNATSWith(tb, nil)
+}
+
+// StartNATSWith is StartNATS with configure applied to the server options
+// before start (and on every restart): TLSConfig, Users, Nkeys,
+// Authorization... Connect does not authenticate; tests of secured
+// servers dial themselves.
+func StartNATSWith(tb testing.TB, configure func(*server.Options)) *NATS {
+	tb.Helper()
+	n := &NATS{Dir: tb.TempDir(), Port: -1, configure: configure}
 	n.start(tb)
 	tb.Cleanup(func() { n.Server.Shutdown(); n.Server.WaitForShutdown() })
 	return n
@@ -45,6 +58,9 @@ func (n *NATS) start(tb testing.TB) {
 		NoSigs:    true,
 		JetStream: true,
 		StoreDir:  n.Dir,
+	}
+	if n.configure != nil {
+		n.configure(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -93,6 +109,11 @@ type Redis struct {
 	Port int
 	Dir  string
 	Args []string
+	// TLS, if set, means the server listens with TLS only on Port (see
+	// StartRedisTLS); it is the readiness probe's client config.
+	TLS *tls.Config
+	// conf, if set, is a sentinel config file: the process is a sentinel.
+	conf string
 	cmd  *exec.Cmd
 }
 
@@ -101,16 +122,69 @@ type Redis struct {
 // not installed and CI is unset; under CI it fails.
 func StartRedis(tb testing.TB, extra ...string) *Redis {
 	tb.Helper()
+	needRedis(tb)
+	r := &Redis{Port: FreePort(tb), Dir: tb.TempDir(), Args: extra}
+	r.Start(tb)
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// StartRedisTLS starts redis-server listening with TLS only (--port 0,
+// --tls-port on a free port) with a certificate of ca for 127.0.0.1;
+// clients need no certificate unless extra says "--tls-auth-clients", "yes".
+// URL() is then rediss://.
+func StartRedisTLS(tb testing.TB, ca *CA, extra ...string) *Redis {
+	tb.Helper()
+	needRedis(tb)
+	srv := ca.Issue(tb, "redis-server")
+	probe := ca.Issue(tb, "redis-probe")
+	cert, err := tls.LoadX509KeyPair(probe.CertFile, probe.KeyFile)
+	if err != nil {
+		tb.Fatalf("probe certificate: %v", err)
+	}
+	port := FreePort(tb)
+	args := []string{
+		"--port", "0", "--tls-port", strconv.Itoa(port),
+		"--tls-cert-file", srv.CertFile, "--tls-key-file", srv.KeyFile, "--tls-ca-cert-file", ca.CertFile,
+		"--tls-auth-clients", "optional",
+	}
+	r := &Redis{Port: port, Dir: tb.TempDir(), Args: append(args, extra...),
+		TLS: &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	r.Start(tb)
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// StartSentinel starts a Redis Sentinel on a free port monitoring master
+// under name (quorum 1); confLines are added to its config file (e.g.
+// "sentinel auth-pass <name> <pw>", "requirepass <pw>").
+func StartSentinel(tb testing.TB, master *Redis, name string, confLines ...string) *Redis {
+	tb.Helper()
+	needRedis(tb)
+	r := &Redis{Port: FreePort(tb), Dir: tb.TempDir()}
+	conf := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", name, master.Port)
+	for _, l := range confLines {
+		conf += l + "\n"
+	}
+	r.conf = filepath.Join(r.Dir, "sentinel.conf")
+	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
+		tb.Fatalf("sentinel config: %v", err)
+	}
+	r.Start(tb)
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// needRedis skips the test if redis-server is not installed and CI is
+// unset; under CI it fails.
+func needRedis(tb testing.TB) {
+	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") != "" {
 			tb.Fatal("redis-server not installed: apt-get install -y redis-server")
 		}
 		tb.Skip("redis-server not installed")
 	}
-	r := &Redis{Port: FreePort(tb), Dir: tb.TempDir(), Args: extra}
-	r.Start(tb)
-	tb.Cleanup(r.Stop)
-	return r
 }
 
 // Start (re)starts the server on its port and dir.
@@ -121,16 +195,22 @@ func (r *Redis) Start(tb testing.TB) {
 		"--dir", r.Dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
 		"--logfile", filepath.Join(r.Dir, "redis.log"),
 	}
+	if r.conf != "" {
+		args = []string{r.conf, "--sentinel", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+			"--dir", r.Dir, "--logfile", filepath.Join(r.Dir, "sentinel.log")}
+	}
 	args = append(args, r.Args...)
 	r.cmd = exec.Command("redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
 		tb.Fatalf("start redis-server: %v", err)
 	}
-	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLS, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := c.Ping(context.Background()).Err(); err == nil {
+		// Any reply, NOAUTH included, means the server is up.
+		var rerr redis.Error
+		if err := c.Ping(context.Background()).Err(); err == nil || errors.As(err, &rerr) {
 			return
 		} else if time.Now().After(deadline) {
 			tb.Fatalf("redis-server on %s not ready: %v", r.Addr(), err)
@@ -151,13 +231,18 @@ func (r *Redis) Stop() {
 // Addr is host:port of the server.
 func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
 
-// URL is the redis:// URL of the server.
-func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
+// URL is the redis:// (rediss:// with TLS) URL of the server.
+func (r *Redis) URL() string {
+	if r.TLS != nil {
+		return "rediss://" + r.Addr() + "/0"
+	}
+	return "redis://" + r.Addr() + "/0"
+}
 
 // Client returns a client closed at test end.
 func (r *Redis) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLS})
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
