@@ -200,3 +200,17 @@ func (c *Client) Info(ctx context.Context) (string, error) {
 	}
 	return id, nil
 }
+
+// SetVariable sets a channel variable (POST
+// /channels/{id}/variable?variable=&value=), retried on transport errors
+// and 5xx (setting a variable twice is harmless).
+func (c *Client) SetVariable(ctx context.Context, id, name, value string) error {
+	key := upstream.NewKey(upstream.ChannelKey, id)
+	_, err := retry(ctx, c, "set variable on "+id, func(context.Context) (struct{}, error) {
+		return struct{}{}, c.native.Channel().SetVariable(key, name, value)
+	}, transportOr5xx)
+	if err != nil {
+		return fmt.Errorf("set variable %s on ARI channel %s: %w", name, id, err)
+	}
+	return nil
+}

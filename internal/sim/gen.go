@@ -95,12 +95,28 @@ type genCall struct {
 		buf []byte
 	}
 	key int64 // heap key: due time in unix ms (generator goroutine only)
+
+	// Stasis authorisation (CallOptions.StasisApp): the billed channel enters
+	// Stasis before event pauseIdx and waits there for continue or DELETE.
+	stasisApp string
+	pauseIdx  int   // -1: no Stasis
+	pauseRel  int64 // recorded offset of event pauseIdx
+	pauseMS   int64 // how long the call waited in Stasis (added after pauseRel)
+	stasis    int   // stasisNone, stasisWaiting, stasisContinued
+	pausedAt  time.Time
+	inStasis  chan struct{} // closed once StasisStart is sent
 }
+
+const (
+	stasisNone = iota
+	stasisWaiting
+	stasisContinued
+)
 
 func (s *Server) newCall(t *template, idx int, start time.Time, loc *time.Location, project, mode string, holdMS int64, clock func() time.Time) *genCall {
 	start = start.Truncate(time.Millisecond).In(loc)
 	c := &genCall{s: s, tpl: t, start: start, loc: loc, clock: clock, project: project, holdMS: holdMS, cause: -1,
-		ids: make([]string, t.nChan), seqs: make([]string, t.nPair), wake: make(chan struct{}, 1)}
+		ids: make([]string, t.nChan), seqs: make([]string, t.nPair), wake: make(chan struct{}, 1), pauseIdx: -1}
 	for i := range c.ids {
 		c.ids[i] = s.nextChannelID(start)
 	}
@@ -133,17 +149,24 @@ func (c *genCall) shifted(rel int64) int64 {
 	return min(rel, end)
 }
 
+func (c *genCall) shiftedStasis(rel int64) int64 {
+	if c.pauseIdx >= 0 && c.stasis == stasisContinued && rel >= c.pauseRel {
+		return c.shifted(rel) + c.pauseMS
+	}
+	return c.shifted(rel)
+}
+
 func (c *genCall) at(rel int64) time.Time {
-	return c.start.Add(time.Duration(c.shifted(rel)) * time.Millisecond)
+	return c.start.Add(time.Duration(c.shiftedStasis(rel)) * time.Millisecond)
 }
 
 // nextRel is when event c.next is due (ms after start), never before the previous one.
 func (c *genCall) nextRel() int64 {
-	return max(c.shifted(c.tpl.events[c.next].tsRel), c.lastAt)
+	return max(c.shiftedStasis(c.tpl.events[c.next].tsRel), c.lastAt)
 }
 
 func (c *genCall) appendTS(dst []byte, rel int64) []byte {
-	ms := c.shifted(rel)
+	ms := c.shiftedStasis(rel)
 	for i := range c.tsCache {
 		if c.tsCache[i].ms == ms {
 			return append(dst, c.tsCache[i].buf...)
@@ -249,11 +272,16 @@ func (c *genCall) finishLocked() {
 }
 
 // hangupRequested is a DELETE on one of the call's channels: the call plays
-// its recorded hangup now, with the requested cause.
+// its recorded hangup now, with the requested cause. A call waiting in
+// Stasis is refused instead: it ends without ever being answered.
 func (c *genCall) hangupRequested(cause int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended {
+		return
+	}
+	if c.stasis == stasisWaiting {
+		c.refuseLocked(cause)
 		return
 	}
 	t := c.tpl
@@ -265,6 +293,84 @@ func (c *genCall) hangupRequested(cause int) {
 	c.exp.Cause = cause
 	c.exp.HungUpByREST = true
 	for !c.emitNextLocked() {
+	}
+}
+
+// enterStasisLocked sends StasisStart for the billed channel; c.mu is held.
+// The event keeps its application (it is not rewritten per socket), so a
+// listener of another application sees whose Stasis it is.
+func (c *genCall) enterStasisLocked() {
+	c.stasis, c.pausedAt = stasisWaiting, c.clock()
+	c.lastAt = max(c.lastAt, c.shifted(c.pauseRel))
+	c.s.mu.Lock()
+	var snap []byte
+	if ch := c.s.live[c.ids[billedSlot]]; ch != nil {
+		snap = ch.snapshot
+	}
+	c.s.mu.Unlock()
+	if snap == nil {
+		return
+	}
+	b := fmt.Appendf(nil, `{"type":"StasisStart","timestamp":"%s","args":[],"channel":%s,"asterisk_id":%q,"application":%s}`,
+		c.start.Add(time.Duration(c.lastAt)*time.Millisecond).Format(TimeLayout), snap, c.s.opts.AsteriskID, jsonString(c.stasisApp))
+	m, err := scanEvent(b)
+	if err != nil {
+		c.s.log.Error("generated StasisStart does not scan", "err", err)
+		return
+	}
+	m.app = span{-1, -1}
+	c.s.emit(b, m)
+	close(c.inStasis)
+}
+
+// continued is POST /channels/{id}/continue: the call leaves Stasis and goes
+// on (answer, talk) with its later timestamps moved by the time it waited.
+func (c *genCall) continued() {
+	c.mu.Lock()
+	if c.stasis == stasisWaiting {
+		c.stasis = stasisContinued
+		c.pauseMS = max(c.clock().Sub(c.pausedAt).Milliseconds(), 0)
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// refuseLocked hangs up a call waiting in Stasis: hangup request, StasisEnd
+// and ChannelDestroyed of the billed channel, then of its Local ;1 half.
+func (c *genCall) refuseLocked(cause int) {
+	ts := c.clock().Truncate(time.Millisecond).In(c.loc).Format(TimeLayout)
+	order := []int{billedSlot, 0}
+	snaps := make([][]byte, 0, len(order))
+	c.s.mu.Lock()
+	for _, slot := range order {
+		if ch := c.s.live[c.ids[slot]]; ch != nil {
+			snaps = append(snaps, ch.snapshot)
+		}
+	}
+	c.s.mu.Unlock()
+	for i, snap := range snaps {
+		c.s.emitBuilt(fmt.Appendf(nil, `{"type":"ChannelHangupRequest","timestamp":"%s","cause":%d,"channel":%s,"asterisk_id":%q,"application":"capture"}`,
+			ts, cause, snap, c.s.opts.AsteriskID))
+		if i == 0 {
+			c.s.emitBuilt(fmt.Appendf(nil, `{"type":"StasisEnd","timestamp":"%s","channel":%s,"asterisk_id":%q,"application":"capture"}`,
+				ts, snap, c.s.opts.AsteriskID))
+		}
+		c.s.emitBuilt(fmt.Appendf(nil, `{"type":"ChannelDestroyed","timestamp":"%s","cause":%d,"cause_txt":%q,"channel":%s,"asterisk_id":%q,"application":"capture"}`,
+			ts, cause, CauseText(cause), snap, c.s.opts.AsteriskID))
+	}
+	c.exp.Cause, c.exp.HungUpByREST = cause, true
+	c.exp.Created = c.at(c.tpl.createdRel)
+	c.exp.Ended, _ = time.Parse(TimeLayout, ts)
+	c.ended = true
+	if c.onEnd != nil {
+		c.onEnd(c)
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -592,13 +698,39 @@ type CallOptions struct {
 	Project     string         // default "proj-a"
 	AttributeBy string         // AttributeVariable (default) or AttributeAccountcode
 	Location    *time.Location // default UTC
+	// StasisApp, if set (ShapeAnswered only), sends the billed channel into
+	// Stasis(StasisApp) once its project is set, before it answers, as a
+	// dialplan that asks minuted to authorise the call does. StartCall then
+	// returns once StasisStart is sent; the call waits until POST
+	// /channels/{id}/continue (StasisEnd, then answer and talk) or DELETE
+	// (hung up unanswered with the requested cause).
+	StasisApp string
 }
 
 // LiveCall is a call that stays up until it is hung up over REST or by Hangup.
 type LiveCall struct {
 	c    *genCall
 	done chan struct{}
+	up   chan struct{}
 }
+
+// stasisPause is where a Stasis call waits: before the billed channel's
+// Answer (its last ChannelDialplan before Up), after its project is set.
+func stasisPause(t *template) int {
+	i := t.upIdx
+	for j := t.upIdx - 1; j >= 0; j-- {
+		if e := t.events[j]; e.slot == billedSlot {
+			if e.typ == "ChannelDialplan" {
+				i = j
+			}
+			break
+		}
+	}
+	return i
+}
+
+// Up is closed once the billed channel is answered.
+func (l *LiveCall) Up() <-chan struct{} { return l.up }
 
 // StartCall plays the set-up of one answered call in real time and returns once
 // the billed channel is Up. The call then stays up, silent like Asterisk,
@@ -606,6 +738,9 @@ type LiveCall struct {
 func (s *Server) StartCall(ctx context.Context, opts CallOptions) (*LiveCall, error) {
 	if opts.Shape != ShapeAnswered && opts.Shape != ShapeTwoLeg {
 		return nil, fmt.Errorf("a live call must be answered or two_leg, not %s", opts.Shape)
+	}
+	if opts.StasisApp != "" && opts.Shape != ShapeAnswered {
+		return nil, fmt.Errorf("a Stasis call must be answered, not %s", opts.Shape)
 	}
 	if opts.Project == "" {
 		opts.Project = recordedProject
@@ -633,10 +768,18 @@ func (s *Server) StartCall(ctx context.Context, opts CallOptions) (*LiveCall, er
 	const forever = int64(100 * 365 * 24 * time.Hour / time.Millisecond)
 	l.c = s.newCall(tpls.byMode[mi][opts.Shape], 0, time.Now(), opts.Location, opts.Project, opts.AttributeBy, forever, time.Now)
 	l.c.onEnd = func(*genCall) { close(l.done) }
-	up := make(chan struct{})
-	go l.run(ctx, up)
+	l.c.inStasis = make(chan struct{})
+	if opts.StasisApp != "" {
+		l.c.stasisApp = opts.StasisApp
+		l.c.pauseIdx = stasisPause(l.c.tpl)
+		l.c.pauseRel = l.c.tpl.events[l.c.pauseIdx].tsRel
+	}
+	l.up = make(chan struct{})
+	go l.run(ctx, l.up)
 	select {
-	case <-up:
+	case <-l.up:
+		return l, nil
+	case <-l.c.inStasis:
 		return l, nil
 	case <-l.done:
 		return l, nil
@@ -659,6 +802,18 @@ func (l *LiveCall) run(ctx context.Context, up chan struct{}) {
 		if !upSent && c.next > c.tpl.upIdx {
 			upSent = true
 			close(up)
+		}
+		if c.next == c.pauseIdx && c.stasis == stasisNone {
+			c.enterStasisLocked()
+		}
+		if c.stasis == stasisWaiting {
+			c.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.wake:
+			}
+			continue
 		}
 		due := c.due()
 		if !due.After(time.Now()) {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,6 +86,11 @@ type Server struct {
 type owner interface {
 	hangupRequested(cause int)
 	kill(at time.Time)
+}
+
+// continuer is an owner that waits in Stasis for POST /channels/{id}/continue.
+type continuer interface {
+	continued()
 }
 
 type liveChannel struct {
@@ -547,6 +553,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /ari/channels/{id}", s.handleDelete)
 	mux.HandleFunc("POST /ari/channels/{id}/continue", s.handleContinue)
 	mux.HandleFunc("GET /ari/channels/{id}/variable", s.handleVariable)
+	mux.HandleFunc("POST /ari/channels/{id}/variable", s.handleSetVariable)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Resource not found"})
 	})
@@ -730,10 +737,69 @@ func (s *Server) handleContinue(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.continues = append(s.continues, id)
+	o, _ := s.owners[id].(continuer)
 	s.mu.Unlock()
 	s.emitBuilt(fmt.Appendf(nil, `{"type":"StasisEnd","timestamp":"%s","channel":%s,"asterisk_id":%q,"application":"capture"}`,
 		time.Now().Format(TimeLayout), snap, s.opts.AsteriskID))
+	if o != nil {
+		o.continued()
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleSetVariable is POST /channels/{id}/variable: variable and value come
+// from the query or, as the ari library sends them, a JSON body. Like
+// Asterisk it raises ChannelVarset.
+func (s *Server) handleSetVariable(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name, value := q.Get("variable"), q.Get("value")
+	if name == "" && r.Body != nil {
+		var body struct {
+			Variable string `json:"variable"`
+			Value    string `json:"value"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err == nil {
+			name, value = body.Variable, body.Value
+		}
+	}
+	if name == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"message": "Variable name is required"})
+		return
+	}
+	id := r.PathValue("id")
+	s.mu.Lock()
+	ch := s.live[id]
+	var snap []byte
+	if ch != nil {
+		snap = ch.snapshot
+	}
+	s.mu.Unlock()
+	if ch == nil {
+		writeJSON(w, http.StatusNotFound, channelNotFound)
+		return
+	}
+	// The ChannelVarset applies the value to the live channel (applyLocked).
+	s.emitBuilt(fmt.Appendf(nil, `{"type":"ChannelVarset","timestamp":"%s","variable":%s,"value":%s,"channel":%s,"asterisk_id":%q,"application":"capture"}`,
+		time.Now().Format(TimeLayout), jsonString(name), jsonString(value), snap, s.opts.AsteriskID))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func jsonString(v string) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// Variable returns a variable set on a live channel (over REST or by a
+// ChannelVarset event).
+func (s *Server) Variable(id, name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.live[id]
+	if ch == nil {
+		return "", false
+	}
+	v, ok := ch.vars[name]
+	return v, ok
 }
 
 // emitBuilt emits an event built by the double itself (always well formed).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -479,4 +480,98 @@ func TestSlowClientIsClosed(t *testing.T) {
 		t.Errorf("emitting to a stalled client blocked for %v", el)
 	}
 	testutil.Eventually(t, 5*time.Second, func() bool { return s.Stats().StalledClosed == 1 && s.Clients() == 0 }, "stalled socket not closed: %+v", s.Stats())
+}
+
+// TestStasisCall: a call that waits in Stasis(app) until continue (then
+// answers and talks) or DELETE (hung up unanswered); POST variable.
+func TestStasisCall(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial(t, s, "minuted")
+	cl := nativeClient(t, s)
+	types := func(evs []map[string]any) (out []string) {
+		for _, e := range evs {
+			out = append(out, e["type"].(string))
+		}
+		return out
+	}
+
+	// continued
+	l, err := s.StartCall(ctxT(t, 5*time.Second), CallOptions{Project: "proj-s", StasisApp: "auth-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ari.NewKey(ari.ChannelKey, l.BilledChannel())
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		evs := c.events(t)
+		return len(evs) > 0 && evs[len(evs)-1]["type"] == "StasisStart"
+	}, "StasisStart received")
+	evs := c.events(t)
+	st := evs[len(evs)-1]
+	ch := st["channel"].(map[string]any)
+	if st["application"] != "auth-app" || ch["id"] != l.BilledChannel() || ch["state"] != "Ring" ||
+		ch["channelvars"].(map[string]any)["BILLING_PROJECT"] != "proj-s" {
+		t.Fatalf("StasisStart %v", st)
+	}
+	time.Sleep(50 * time.Millisecond) // it must wait, not answer
+	if n := c.count(); n != len(evs) {
+		t.Fatalf("%d events while waiting in Stasis", n-len(evs))
+	}
+	if err := cl.Channel().SetVariable(key, "MINUTED_MAX_SECONDS", "120"); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := s.Variable(l.BilledChannel(), "MINUTED_MAX_SECONDS"); !ok || v != "120" {
+		t.Fatalf("variable %q %v", v, ok)
+	}
+	if err := cl.Channel().SetVariable(ari.NewKey(ari.ChannelKey, "nope"), "X", "1"); err == nil {
+		t.Fatal("set variable on an unknown channel succeeded")
+	}
+	paused := time.Now()
+	if err := cl.Channel().Continue(key, "", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Up():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not answered after continue")
+	}
+	if e := l.Expected(); e.Answered.Before(paused.Add(-time.Millisecond)) {
+		t.Fatalf("answered at %v, before the continue at %v", e.Answered, paused)
+	}
+	e := l.Hangup(16)
+	if e.Answered.IsZero() || e.TalkMS <= 0 {
+		t.Fatalf("continued call %+v", e)
+	}
+
+	// refused
+	n0 := c.count()
+	l2, err := s.StartCall(ctxT(t, 5*time.Second), CallOptions{Project: "proj-s", StasisApp: "auth-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		evs := c.events(t)
+		return len(evs) > n0 && evs[len(evs)-1]["type"] == "StasisStart"
+	}, "second StasisStart")
+	n1 := c.count()
+	if err := cl.Channel().Hangup(ari.NewKey(ari.ChannelKey, l2.BilledChannel()), "rejected"); err != nil {
+		t.Fatal(err)
+	}
+	<-l2.Done()
+	testutil.Eventually(t, 5*time.Second, func() bool { return c.count() == n1+5 }, "refusal events")
+	got := types(c.events(t)[n1:])
+	want := []string{"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed", "ChannelHangupRequest", "ChannelDestroyed"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("refusal events %v, want %v", got, want)
+	}
+	for _, ev := range c.events(t)[n0:] {
+		if ev["type"] == "ChannelStateChange" && ev["channel"].(map[string]any)["state"] == "Up" {
+			t.Fatal("a refused call was answered")
+		}
+	}
+	if e := l2.Expected(); !e.Answered.IsZero() || e.TalkMS != 0 || e.Cause != 21 || !e.HungUpByREST {
+		t.Fatalf("refused call %+v", e)
+	}
+	if len(s.LiveChannels()) != 0 {
+		t.Fatalf("live %v", s.LiveChannels())
+	}
 }
