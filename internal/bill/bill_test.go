@@ -666,3 +666,31 @@ func TestAdoptedAnswerKeepsTheRecordedOne(t *testing.T) {
 		t.Errorf("CDR estimated flags %v, want c1 exact and c2 estimated", estimated)
 	}
 }
+
+// TestDeadNodeFoundAfterBillRestart: a node's ingest dies for good, and
+// bill restarts after that: the node's last snapshot (kept in the NODES
+// stream) tells the new bill when the node was last heard of, so its live
+// calls are closed, estimated at that time, instead of ticking forever.
+func TestDeadNodeFoundAfterBillRestart(t *testing.T) {
+	e := setup(t)
+	e.project("p", tariffs["t11"], 1000, nil)
+	_, stop := e.start(func(o *Options) { o.Config.OrphanAfter = time.Hour })
+	answered := time.Now().Add(-5 * time.Second).UTC().Truncate(time.Millisecond)
+	a, _ := events("p", "dead", "c1", answered, 9*time.Second)
+	e.publish(a)
+	testutil.Eventually(t, 5*time.Second, func() bool { c, err := e.callState("p", "dead", "c1"); return err == nil && c.Debited > 0 }, "call open")
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	d, _ := json.Marshal(call.Snapshot{Schema: call.Schema, Node: "dead", At: at, Connected: true,
+		Calls: []call.LiveCall{{Channel: "c1", Project: "p", AnsweredAt: &answered}}})
+	if err := e.nc.Publish(call.SnapshotSubject("dead"), d); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.nc.Flush()
+	stop() // bill goes away; the node never reports again
+	time.Sleep(1200 * time.Millisecond)
+	e.start(func(o *Options) { o.Config.OrphanAfter = time.Second })
+	e.waitSettled(10*time.Second, map[[3]string]int64{{"p", "dead", "c1"}: tariffs["t11"].BilledMS(at.Sub(answered).Milliseconds())})
+	if c, _ := e.callState("p", "dead", "c1"); !c.Estimated {
+		t.Fatalf("call %+v not marked estimated", c)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/ledger"
@@ -61,6 +62,11 @@ func (b *Biller) Run(ctx context.Context) error {
 	}
 	defer func() { _ = authSub.Unsubscribe() }() // runs before the wait above
 
+	if n, err := b.replaySnapshots(ctx); err != nil {
+		b.log.Warn("cannot read the nodes' last snapshots; nodes that stay silent are judged once they report", "err", err)
+	} else if n > 0 {
+		b.log.Info("last snapshots read", "nodes", n)
+	}
 	if n, err := b.loadLive(ctx); err != nil {
 		b.log.Warn("cannot load all live calls on start; the sweeper will adopt them", "err", err)
 	} else {
@@ -133,6 +139,45 @@ func (b *Biller) onSnapshot(m *nats.Msg) {
 		return
 	}
 	b.orph.Observe(s, b.now())
+}
+
+// replaySnapshots reads the last snapshot of every node from the NODES
+// stream, received "at" their own time, so that a node that died before
+// this bill started is still found silent and its calls closed.
+func (b *Biller) replaySnapshots(ctx context.Context) (int, error) {
+	st, err := b.js.Stream(ctx, call.NodesStream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", call.NodesStream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return 0, err
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", call.NodesStream, err)
+	}
+	n := 0
+	for n < int(info.State.Msgs) {
+		batch, err := cons.FetchNoWait(int(info.State.Msgs) - n)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", call.NodesStream, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			s, err := DecodeSnapshot(m.Data())
+			if err != nil || m.Subject() != call.SnapshotSubject(s.Node) {
+				continue
+			}
+			b.orph.Observe(s, s.At)
+			n++
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return n, nil
 }
 
 // closeOrphans settles, as estimated, the live calls their node no longer

@@ -167,6 +167,10 @@ const (
 	CDRSubjects   = "minuted.cdr.>"
 	DLQStream     = "DLQ"
 	DLQSubjects   = "minuted.dlq.>"
+	// NodesStream keeps the last snapshot of every node, so a bill that
+	// starts knows when each node last reported, even a dead one.
+	NodesStream   = "NODES"
+	NodesSubjects = "minuted.nodes.>"
 )
 
 // SnapshotSubject is where a node publishes its live billed calls.

@@ -17,7 +17,7 @@ import (
 )
 
 // StreamConfigs returns the JetStream configuration of minuted's streams
-// (CALLS, ALERTS, CDR, DLQ) for cfg: storage, replicas, max age and
+// (CALLS, ALERTS, CDR, DLQ, NODES) for cfg: storage, replicas, max age and
 // duplicate window from config. The duplicate window is capped at the max
 // age, as JetStream requires.
 func StreamConfigs(cfg config.NATSConfig) ([]jetstream.StreamConfig, error) {
@@ -50,11 +50,16 @@ func StreamConfigs(cfg config.NATSConfig) ([]jetstream.StreamConfig, error) {
 			Duplicates:  dup,
 		}
 	}
+	// The last snapshot of each node (ingest publishes them on core NATS;
+	// the stream captures them).
+	nodes := mk(call.NodesStream, call.NodesSubjects, "minuted: last live-call snapshot of each node")
+	nodes.MaxMsgsPerSubject = 1
 	return []jetstream.StreamConfig{
 		mk(call.CallsStream, call.CallsSubjects, "minuted call events (started/answered/ended) from ingest"),
 		mk(call.AlertsStream, call.AlertsSubject, "minuted alerts for the operations channel"),
 		mk(call.CDRStream, call.CDRSubjects, "minuted records of settled calls"),
 		mk(call.DLQStream, call.DLQSubjects, "minuted dead letters: messages that could not be processed"),
+		nodes,
 	}, nil
 }
 
