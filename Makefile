@@ -1,12 +1,19 @@
 # Convenience targets; CI runs .ci/run.
 GO ?= go
 
-.PHONY: build test check bench fuzz chaos soak
+.PHONY: build test check bench fuzz bench-report test-cluster chaos soak
 build:
 	$(GO) build -o bin/minuted ./cmd/minuted
 
 test:
 	$(GO) test -race ./...
+
+# The cluster suite: 3-node NATS cluster (JetStream R3) and a 6-node Redis
+# Cluster started from the real binaries, minuted instances on top, node
+# failures under load. Every server is a child of the test and is killed
+# when it ends.
+test-cluster:
+	$(GO) test -race -tags cluster -count=1 -timeout 15m -v -run 'Cluster' ./internal/clustertest/
 
 check:
 	test -z "$$(gofmt -l .)"
@@ -15,6 +22,11 @@ check:
 # Micro-benchmarks of the hot paths, with allocations.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+# The whole pipeline on this machine (ARI double → ingest → nats-server →
+# bill → redis-server), ~15 min; writes docs/benchmarks.md and .json.
+bench-report:
+	$(GO) run ./cmd/minuted load -report docs/benchmarks.md
 
 # Each fuzz target for 30s.
 fuzz:

@@ -32,6 +32,7 @@ func commands() map[string]command {
 		"notify": {"deliver alerts to the configured sinks", roleCommand("notify")},
 		"api":    {"serve the admin HTTP API, /metrics, /healthz, /readyz", roleCommand("api")},
 		"sim":    {"run the ARI test double: a fake Asterisk replaying traces or synthetic calls", runSim},
+		"load":   {"load tool: synthetic calls at a set rate; -report runs the whole benchmark", runLoad},
 		"config": {"config check: validate the configuration and exit", runConfig},
 
 		"projects": {"list projects with balance, tariff and policy (admin API)", operatorCommand("projects")},

@@ -42,6 +42,9 @@ type DriveResult struct {
 	LagP99MS   float64        `json:"gen_lag_p99_ms"` // how late call ends were emitted (p99)
 	LagMaxMS   float64        `json:"gen_lag_max_ms"` // and at worst
 	Truth      []sim.Expected `json:"-"`
+	// EmittedAt is when the generator finished each call (its
+	// ChannelDestroyed and trailing events sent), by billed channel.
+	EmittedAt map[string]time.Time `json:"-"`
 }
 
 // Drive plays l on srv in real time (every call lasts as long as its
@@ -58,10 +61,12 @@ func Drive(ctx context.Context, srv *sim.Server, l Load) (DriveResult, error) {
 	}
 	var mu sync.Mutex
 	var lags []float64
+	emitted := map[string]time.Time{}
 	onCall := func(e sim.Expected) {
-		lag := time.Since(e.Ended)
+		now := time.Now()
 		mu.Lock()
-		lags = append(lags, float64(lag.Microseconds())/1000)
+		lags = append(lags, float64(now.Sub(e.Ended).Microseconds())/1000)
+		emitted[e.BilledChannel] = now
 		mu.Unlock()
 		if l.OnCall != nil {
 			l.OnCall(e)
@@ -74,6 +79,9 @@ func Drive(ctx context.Context, srv *sim.Server, l Load) (DriveResult, error) {
 		MinTalk: l.MinTalk, MaxTalk: l.MaxTalk, OnCall: onCall,
 	})
 	out := DriveResult{Calls: len(res.Calls), Events: res.Events, Elapsed: res.Elapsed, CPU: SelfCPU() - cpu0, Truth: res.Calls}
+	mu.Lock()
+	out.EmittedAt = emitted
+	mu.Unlock()
 	if err != nil {
 		return out, err
 	}

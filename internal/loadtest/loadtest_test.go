@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,4 +84,59 @@ func checkBaseline(t *testing.T, b Baseline) {
 	if b.PerCallUS != sum || b.PerCallUS <= 0 {
 		t.Errorf("per call %.1f µs, parts sum to %.1f", b.PerCallUS, sum)
 	}
+}
+
+func TestParsePerfAndPackages(t *testing.T) {
+	out := []byte("# comment\n\n     4.10%  [.] runtime.memmove                -      -\n     2.00%  [.] github.com/nats-io/nats%2ego.(*Conn).processMsg   -   -\n" +
+		"     1.50%  [.] runtime.mallocgc\n     1.00%  [.] encoding/json.checkValid\n     0.50%  [.] memeqbody\nnot a line\n")
+	hs := parsePerf(out, 0)
+	if len(hs) != 5 || hs[0] != (Hotspot{4.1, "runtime.memmove"}) || hs[1].Symbol != "github.com/nats-io/nats%2ego.(*Conn).processMsg" {
+		t.Fatalf("parsePerf: %+v", hs)
+	}
+	if top := parsePerf(out, 2); len(top) != 2 {
+		t.Errorf("top 2: %+v", top)
+	}
+	pk := ByPackage(hs)
+	want := []Hotspot{{5.6, "runtime"}, {2, "github.com/nats-io/nats.go"}, {1, "encoding/json"}, {0.5, "(other)"}}
+	if len(pk) != len(want) {
+		t.Fatalf("ByPackage: %+v", pk)
+	}
+	for i := range want {
+		if pk[i].Symbol != want[i].Symbol || pk[i].Percent-want[i].Percent > 1e-9 || want[i].Percent-pk[i].Percent > 1e-9 {
+			t.Errorf("ByPackage[%d] = %+v, want %+v", i, pk[i], want[i])
+		}
+	}
+}
+
+func TestParseBench(t *testing.T) {
+	out := []byte("goos: linux\nBenchmarkEventDecode-2   \t  10000\t     77094 ns/op\t    1258 B/op\t      26 allocs/op\n" +
+		"BenchmarkTrackerHandle-2 \t 340358\t      2045 ns/op\t         3.000 msgs/call\t      75 B/op\t       0 allocs/op\nPASS\n")
+	ms := ParseBench(out)
+	if len(ms) != 2 || ms[0] != (Micro{Name: "EventDecode", NsOp: 77094, BytesOp: 1258, AllocsOp: 26}) ||
+		ms[1].Name != "TrackerHandle" || ms[1].Extra != "3.000 msgs/call" || ms[1].BytesOp != 75 {
+		t.Fatalf("ParseBench: %+v", ms)
+	}
+}
+
+func FuzzParsePerf(f *testing.F) {
+	f.Add([]byte("     4.10%  [.] runtime.memmove   -   -\n"))
+	f.Add([]byte("%%%] \n0x1234\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, h := range ByPackage(parsePerf(b, 0)) {
+			if h.Symbol == "" {
+				t.Fatalf("empty package from %q", b)
+			}
+		}
+	})
+}
+
+func FuzzParseBench(f *testing.F) {
+	f.Add([]byte("BenchmarkX-2 10 5 ns/op 3 B/op 1 allocs/op\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, m := range ParseBench(b) {
+			if m.Name == "" && !strings.HasPrefix(string(b), "Benchmark") {
+				t.Fatalf("bench without a name from %q", b)
+			}
+		}
+	})
 }

@@ -218,7 +218,11 @@ func (s *Stack) RunStep(ctx context.Context, o StepOptions) (StepResult, error) 
 			r.Wrong++
 		}
 		billed[e.Project] += want
-		lat = append(lat, float64(c.at.Sub(e.Ended).Microseconds())/1000)
+		from, ok := drv.EmittedAt[ch]
+		if !ok {
+			from = e.Ended
+		}
+		lat = append(lat, max(float64(c.at.Sub(from).Microseconds())/1000, 0))
 		if c.at.After(lastCDR) {
 			lastCDR = c.at
 		}
