@@ -78,6 +78,11 @@ type Options struct {
 	OnCrossed func(ctx context.Context, project string, crossed []ledger.Crossing)
 	// Now is the clock of the running talk time of live calls (time.Now).
 	Now func() time.Time
+	// Dashboard, optional, is the web dashboard (internal/dashboard). It is
+	// mounted at /ui/: its pages and assets (/ui/, no data) are public,
+	// everything under /ui/api/ requires the token like /v1. When nil,
+	// /ui/ answers 404.
+	Dashboard http.Handler
 }
 
 // Limits of the API.
@@ -159,6 +164,8 @@ func newServer(o Options) (*server, error) {
 		{"GET", "/v1/projects/{id}/cdrs", false, s.cdrs},
 		{"GET", "/v1/projects/{id}/ledger", false, s.ledger},
 		{"GET", "/v1/alerts", false, s.alerts},
+		{"GET", "/ui/", true, s.dashboard},
+		{"GET", "/ui/api/", false, s.dashboard},
 	}
 	for _, rt := range s.routes {
 		h := rt.handle

@@ -433,3 +433,15 @@ func (s *server) alerts(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, alertList{Alerts: as})
 }
+
+// ---- dashboard ----
+
+// dashboard serves Options.Dashboard (its data routes, under /ui/api/, are
+// behind the token by the route table).
+func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
+	if s.o.Dashboard == nil {
+		writeError(w, http.StatusNotFound, "the web dashboard is not served by this process: open /ui/ on a process that runs the api role")
+		return
+	}
+	s.o.Dashboard.ServeHTTP(w, r)
+}
