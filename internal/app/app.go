@@ -134,6 +134,7 @@ func (a *App) connectNATS(ctx context.Context) error {
 	if a.cfg.NATS.URL == "" {
 		a.emb, err = stream.StartEmbedded(ctx, stream.EmbeddedOptions{
 			StoreDir: a.cfg.NATS.StoreDir, Listen: a.cfg.NATS.EmbeddedListen, Logger: a.log.With("component", "nats-server"),
+			User: a.cfg.NATS.EmbeddedUser, Password: string(a.cfg.NATS.EmbeddedPassword),
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS (nats.store_dir %s): %w", a.cfg.NATS.StoreDir, err)
@@ -318,7 +319,7 @@ func (a *App) buildRoles() error {
 		a.ing = ingest.New(ingest.Options{
 			Node: a.cfg.Node, ARI: a.cfg.ARI, SnapshotInterval: a.cfg.Ingest.SnapshotInterval,
 			Attribution: ingest.Attribution{Variable: a.cfg.Ingest.Variable, UseAccountcode: a.cfg.Ingest.UseAccountcode, Rules: a.cfg.Ingest.Rules},
-			Logger:      a.log.With("role", RoleIngest),
+			Logger:      a.log.With("role", RoleIngest), Config: a.cfg.Ingest, JS: a.js,
 		}, a.pub, a.nc)
 	}
 	if a.o.has(RoleBill) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/minuted/minuted/internal/config"
@@ -135,7 +136,7 @@ func TestRedisTLSAndACL(t *testing.T) {
 }
 
 // secrets used by these tests; none may appear in an error or a log line.
-var testSecrets = []string{"default-s3cret", "billing-s3cret", "wrong-s3cret", "sentinel-s3cret", "master-s3cret", "url-s3cret"}
+var testSecrets = []string{"default-s3cret", "billing-s3cret", "wrong-s3cret", "sentinel-s3cret", "master-s3cret", "url-s3cret", "embedded-s3cret"}
 
 func assertNoSecret(t *testing.T, text string) {
 	t.Helper()
@@ -221,4 +222,41 @@ func masterGet(t *testing.T, master *testutil.Redis) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return c.Get(ctx, "{sec}:probe").Result()
+}
+
+func TestNATSEmbeddedAuthAndSecretsNotLogged(t *testing.T) {
+	log, logs := testutil.NewLogger()
+	c := config.Default()
+	c.NATS.URL, c.NATS.StoreDir, c.NATS.Storage = "", t.TempDir(), "memory"
+	c.NATS.EmbeddedListen, c.NATS.EmbeddedUser, c.NATS.EmbeddedPassword = "127.0.0.1:0", "minuted", "embedded-s3cret"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := &App{cfg: c, log: log}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.connectNATS(ctx); err != nil {
+		t.Fatalf("embedded server with a user: %v", err)
+	}
+	url := a.emb.ClientURL()
+	if _, err := nats.Connect(url); err == nil {
+		t.Fatal("another process connected to the embedded server without credentials")
+	}
+	nc, err := nats.Connect(url, nats.UserInfo("minuted", "embedded-s3cret"))
+	if err != nil {
+		t.Fatalf("another process with the credentials: %v", err)
+	}
+	nc.Close()
+
+	// Another minuted process with the wrong password: a clear error, no secret.
+	other := config.Default()
+	other.NATS.URL, other.NATS.User, other.NATS.Password = url, "minuted", "wrong-s3cret"
+	b := &App{cfg: other, log: log}
+	defer b.Close()
+	err = b.connectNATS(ctx)
+	if err == nil || !strings.Contains(err.Error(), "credentials refused") || !strings.Contains(err.Error(), "nats.password") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	assertNoSecret(t, err.Error()+logs.String())
 }

@@ -447,8 +447,11 @@ func (n *NATSConfig) ValidateAuth() error {
 			methods = append(methods, m.key)
 		}
 	}
-	if len(methods) > 1 {
-		errs = append(errs, fmt.Errorf("nats: choose one way to authenticate, not %s", strings.Join(methods, " and ")))
+	switch {
+	case len(methods) == 2:
+		errs = append(errs, fmt.Errorf("nats: choose one way to authenticate, not both %s", strings.Join(methods, " and ")))
+	case len(methods) > 2:
+		errs = append(errs, fmt.Errorf("nats: choose one way to authenticate, not all of %s", strings.Join(methods, ", ")))
 	}
 	if err := n.TLS.validate("nats.tls"); err != nil {
 		errs = append(errs, err)

@@ -24,6 +24,10 @@ type EmbeddedOptions struct {
 	// Listen is host:port for other processes to connect; "" means no
 	// port at all: clients of this process connect in-process.
 	Listen string
+	// User and Password, when set with Listen, are required of every
+	// client (Connect passes them itself).
+	User     string
+	Password string
 	// Logger receives the server's notices, warnings and errors (nil: discard).
 	Logger *slog.Logger
 }
@@ -32,6 +36,7 @@ type EmbeddedOptions struct {
 type Embedded struct {
 	srv      *server.Server
 	inProc   bool
+	auth     []nats.Option
 	shutdown func()
 }
 
@@ -67,6 +72,9 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 			p = server.RANDOM_PORT
 		}
 		opts.Host, opts.Port = host, p
+		if o.User != "" {
+			opts.Users = []*server.User{{Username: o.User, Password: o.Password}}
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -94,14 +102,18 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return &Embedded{srv: srv, inProc: opts.DontListen, shutdown: stop}, nil
+	e := &Embedded{srv: srv, inProc: opts.DontListen, shutdown: stop}
+	if len(opts.Users) > 0 {
+		e.auth = []nats.Option{nats.UserInfo(o.User, o.Password)}
+	}
+	return e, nil
 }
 
 // Connect opens a client connection to the embedded server: in-process when
 // it has no port, otherwise to its URL. It reconnects forever (the server
 // only goes away with the process).
 func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	base := []nats.Option{nats.Name("minuted"), nats.MaxReconnects(-1)}
+	base := append([]nats.Option{nats.Name("minuted"), nats.MaxReconnects(-1)}, e.auth...)
 	url := e.srv.ClientURL()
 	if e.inProc {
 		base = append(base, nats.InProcessServer(e.srv))
