@@ -33,6 +33,11 @@ type Options struct {
 	// PingInterval of the ARI websocket (0: ari's default).
 	PingInterval time.Duration
 	Logger       *slog.Logger
+	// Config supplies auth_timeout, auth_policy, auth_hangup_cause and
+	// ari_lost_grace (zero values: 250ms, fail_open, rejected, 30s).
+	Config config.IngestConfig
+	// JS is where ARI alerts go (ALERTS stream); nil disables them.
+	JS jetstream.JetStream
 }
 
 // Stats are the Service's counters.
@@ -47,6 +52,9 @@ type Stats struct {
 	Snapshots      int64
 	Hangups        int64
 	HangupErrors   int64
+	Alerts         int64 // ARI alerts published
+	AlertErrors    int64 // failed alert publish attempts (retried)
+	Auth           AuthStats
 	Tracker        TrackerStats
 }
 
@@ -65,6 +73,23 @@ type Service struct {
 	received, decodeErr, dead, published, pubErr atomic.Int64
 	reconnects, reconciles, snapshots            atomic.Int64
 	hangups, hangupErr                           atomic.Int64
+
+	authTimeout    time.Duration
+	authFailClosed bool
+	authCause      string
+	authSem        chan struct{}
+	authWG         sync.WaitGroup
+	authReq, authAllowed, authDenied, authNoAnswer, authNoProject,
+	authOpen, authClosed, authErr atomic.Int64
+
+	grace      time.Duration
+	alertMu    sync.Mutex
+	lostAt     time.Time // start of the current ARI outage, zero when connected
+	lostRaised bool
+	lostTimer  *time.Timer
+	alertWG    sync.WaitGroup
+	alerts     atomic.Int64
+	alertErr   atomic.Int64
 }
 
 // New builds the service; Run starts it.
@@ -76,7 +101,18 @@ func New(o Options, pub Publisher, nc *nats.Conn) *Service {
 		o.SnapshotInterval = 10 * time.Second
 	}
 	log := o.Logger.With("component", "ingest")
-	s := &Service{o: o, pub: pub, nc: nc, log: log, cli: ari.NewClient(o.ARI, log)}
+	s := &Service{o: o, pub: pub, nc: nc, log: log, cli: ari.NewClient(o.ARI, log),
+		authTimeout: o.Config.AuthTimeout, authFailClosed: o.Config.AuthPolicy == FailClosed,
+		authCause: o.Config.AuthHangupCause, authSem: make(chan struct{}, authConcurrency), grace: o.Config.ARILostGrace}
+	if s.authTimeout <= 0 {
+		s.authTimeout = defaultAuthTimeout
+	}
+	if _, ok := config.HangupReasons[s.authCause]; !ok {
+		s.authCause = defaultAuthCause
+	}
+	if s.grace <= 0 {
+		s.grace = defaultARILostGrace
+	}
 	s.tr = NewTracker(o.Node, o.Attribution)
 	s.tr.OnInvalid = func(ch, p string) {
 		log.Warn("channel has an invalid project id; published as unbilled", "channel", ch, "project", p,
@@ -98,7 +134,12 @@ func (s *Service) Stats() Stats {
 		EventsReceived: s.received.Load(), DecodeErrors: s.decodeErr.Load(), DeadLettered: s.dead.Load(),
 		Published: s.published.Load(), PublishErrors: s.pubErr.Load(), Reconnects: s.reconnects.Load(),
 		Reconciles: s.reconciles.Load(), Snapshots: s.snapshots.Load(), Hangups: s.hangups.Load(),
-		HangupErrors: s.hangupErr.Load(), Tracker: ts,
+		HangupErrors: s.hangupErr.Load(), Alerts: s.alerts.Load(), AlertErrors: s.alertErr.Load(), Tracker: ts,
+		Auth: AuthStats{
+			Requests: s.authReq.Load(), Allowed: s.authAllowed.Load(), Denied: s.authDenied.Load(),
+			NoAnswer: s.authNoAnswer.Load(), NoProject: s.authNoProject.Load(), FailOpen: s.authOpen.Load(),
+			FailClosed: s.authClosed.Load(), Errors: s.authErr.Load(),
+		},
 	}
 }
 
@@ -124,6 +165,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer s.alertWG.Wait()
+	defer s.authWG.Wait()
+	defer s.stopAlertTimer()
+	s.ariDown(ctx, time.Now()) // until the first connection
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = l.Run(ctx) }()
@@ -154,6 +199,7 @@ func (s *Service) Run(ctx context.Context) error {
 				s.up = false
 				s.tr.Disconnected(m.At)
 				s.mu.Unlock()
+				s.ariDown(ctx, m.At)
 			case ari.Connected:
 				if !first {
 					s.reconnects.Add(1)
@@ -180,6 +226,7 @@ func (s *Service) Run(ctx context.Context) error {
 				s.mu.Unlock()
 				s.reconciles.Add(1)
 				s.publish(ctx, out)
+				s.ariUp(ctx, time.Now())
 				i = j - 1
 			}
 		}
@@ -221,8 +268,17 @@ func (s *Service) frame(ctx context.Context, b []byte) {
 	}
 	s.mu.Lock()
 	out := s.tr.Handle(ev)
+	auth := s.wantsAuth(ev)
+	var node, project string
+	if auth {
+		node = s.tr.Node()
+		project, _ = s.tr.ProjectOf(ev.Channel.ID)
+	}
 	s.mu.Unlock()
 	s.publish(ctx, out)
+	if auth {
+		s.startAuth(ctx, node, ev.Channel.ID, project)
+	}
 }
 
 func (s *Service) deadLetter(ctx context.Context, b []byte, reason error) {

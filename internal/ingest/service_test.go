@@ -28,6 +28,12 @@ type harness struct {
 
 func startHarness(t *testing.T, so sim.Options) *harness {
 	t.Helper()
+	return startHarnessWith(t, so, nil)
+}
+
+// startHarnessWith lets mod adjust the ingest options (js is the test's).
+func startHarnessWith(t *testing.T, so sim.Options, mod func(o *Options, js jetstream.JetStream)) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	so.Password = "pw"
@@ -56,7 +62,11 @@ func startHarness(t *testing.T, so sim.Options) *harness {
 	ac := config.Default().ARI
 	ac.URL, ac.Username, ac.Password, ac.Application = srv.URL(), "minuted", "pw", "ingest-test"
 	ac.ReconnectMin, ac.ReconnectMax = 300*time.Millisecond, time.Second // the gap outlasts the in-gap hangup by far
-	svc := New(Options{ARI: ac, Attribution: defaultAttr, SnapshotInterval: time.Second, PingInterval: time.Second}, pub, nc)
+	o := Options{ARI: ac, Attribution: defaultAttr, SnapshotInterval: time.Second, PingInterval: time.Second}
+	if mod != nil {
+		mod(&o, js)
+	}
+	svc := New(o, pub, nc)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
 	t.Cleanup(func() {

@@ -99,11 +99,10 @@ type genCall struct {
 	// Stasis authorisation (CallOptions.StasisApp): the billed channel enters
 	// Stasis before event pauseIdx and waits there for continue or DELETE.
 	stasisApp string
-	pauseIdx  int   // -1: no Stasis
-	pauseRel  int64 // recorded offset of event pauseIdx
-	pauseMS   int64 // how long the call waited in Stasis (added after pauseRel)
-	stasis    int   // stasisNone, stasisWaiting, stasisContinued
-	pausedAt  time.Time
+	pauseIdx  int           // -1: no Stasis
+	pauseRel  int64         // recorded offset of event pauseIdx
+	pauseMS   int64         // how long the call waited in Stasis (added after pauseRel)
+	stasis    int           // stasisNone, stasisWaiting, stasisContinued
 	inStasis  chan struct{} // closed once StasisStart is sent
 }
 
@@ -300,7 +299,7 @@ func (c *genCall) hangupRequested(cause int) {
 // The event keeps its application (it is not rewritten per socket), so a
 // listener of another application sees whose Stasis it is.
 func (c *genCall) enterStasisLocked() {
-	c.stasis, c.pausedAt = stasisWaiting, c.clock()
+	c.stasis = stasisWaiting
 	c.lastAt = max(c.lastAt, c.shifted(c.pauseRel))
 	c.s.mu.Lock()
 	var snap []byte
@@ -329,7 +328,9 @@ func (c *genCall) continued() {
 	c.mu.Lock()
 	if c.stasis == stasisWaiting {
 		c.stasis = stasisContinued
-		c.pauseMS = max(c.clock().Sub(c.pausedAt).Milliseconds(), 0)
+		// the rest of the call is timed from now, however late the events
+		// before the pause were sent
+		c.pauseMS = max(c.clock().Sub(c.start).Milliseconds()-c.shifted(c.pauseRel), 0)
 	}
 	c.mu.Unlock()
 	select {
