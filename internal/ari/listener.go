@@ -361,6 +361,9 @@ func Backoff(minD, maxD time.Duration, attempt int, r float64) time.Duration {
 	return d/2 + time.Duration(r*float64(d/2))
 }
 
+// SleepCtx waits d and reports true, or false as soon as ctx ends.
+func SleepCtx(ctx context.Context, d time.Duration) bool { return sleepCtx(ctx, d) }
+
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

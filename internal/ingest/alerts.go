@@ -109,20 +109,9 @@ func (s *Service) raise(ctx context.Context, a alert.Alert) {
 			}
 			s.alertErr.Add(1)
 			s.log.Warn("cannot publish alert; retrying", "kind", a.Kind, "id", a.ID, "err", err)
-			if !sleepCtx(ctx, ari.Backoff(time.Second, 30*time.Second, attempt, 0.5)) {
+			if !ari.SleepCtx(ctx, ari.Backoff(time.Second, 30*time.Second, attempt, 0.5)) {
 				return
 			}
 		}
 	}()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
