@@ -2,9 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,4 +262,78 @@ func TestNATSEmbeddedAuthAndSecretsNotLogged(t *testing.T) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	assertNoSecret(t, err.Error()+logs.String())
+}
+
+// TestRedisClusterTLS forms a 3-master Redis Cluster that speaks only TLS
+// (client and bus) and requires a password, and proves the cluster URL form
+// with rediss://, redis.password and redis.tls reaches every master.
+func TestRedisClusterTLS(t *testing.T) {
+	ca := testutil.NewCA(t)
+	var nodes []*testutil.Redis
+	for range 3 {
+		nodes = append(nodes, testutil.StartRedisTLS(t, ca,
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+			"--cluster-port", strconv.Itoa(testutil.FreePort(t)), "--tls-cluster", "yes", "--tls-replication", "yes",
+			"--requirepass", "default-s3cret", "--masterauth", "default-s3cret"))
+	}
+	create := []string{"--tls", "--cacert", ca.CertFile, "--no-auth-warning", "-a", "default-s3cret", "--cluster", "create"}
+	for _, n := range nodes {
+		create = append(create, n.Addr())
+	}
+	create = append(create, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", create...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	cfg := config.RedisConfig{
+		URL:      nodes[0].URL() + "?addr=" + nodes[1].Addr() + "&addr=" + nodes[2].Addr(),
+		Password: "default-s3cret", TLS: config.TLSConfig{CAFile: ca.CertFile},
+	}
+	rdb, err := RedisClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("cluster URL gave a %T", rdb)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Keys of many projects land on every master once the slots are agreed.
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		for i := range 30 {
+			if cc.Set(ctx, fmt.Sprintf("{p%d}:probe", i), i, 0).Err() != nil {
+				return false
+			}
+		}
+		return true
+	}, "cluster over TLS never accepted writes")
+	var mu sync.Mutex // ForEachMaster runs the masters in parallel
+	masters := map[string]bool{}
+	err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil && n > 0 {
+			masters[m.Options().Addr] = true
+		}
+		return err
+	})
+	if err != nil || len(masters) != 3 {
+		t.Fatalf("keys on %d masters (%v), want 3: %v", len(masters), masters, err)
+	}
+	wrongCA := cfg
+	wrongCA.TLS.CAFile = testutil.NewCA(t).CertFile
+	if err, logs := connectRedisErr(t, wrongCA); err == nil || !strings.Contains(err.Error(), "redis.tls.ca_file") {
+		t.Fatalf("cluster with the wrong CA: %v", err)
+	} else {
+		assertNoSecret(t, err.Error()+logs)
+	}
+	wrongPW := cfg
+	wrongPW.Password = "wrong-s3cret"
+	if err, logs := connectRedisErr(t, wrongPW); err == nil || !strings.Contains(err.Error(), "redis.password") {
+		t.Fatalf("cluster with the wrong password: %v", err)
+	} else {
+		assertNoSecret(t, err.Error()+logs)
+	}
 }
