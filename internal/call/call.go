@@ -203,8 +203,17 @@ type Snapshot struct {
 	At     time.Time `json:"at"`
 	// Connected is false while ingest cannot see Asterisk: bill must not
 	// close calls from such a snapshot.
-	Connected bool       `json:"connected"`
-	Calls     []LiveCall `json:"calls"`
+	Connected bool `json:"connected"`
+	// CallsSeq is the CALLS stream sequence of the last event of this node
+	// JetStream had acknowledged when the snapshot was taken: bill judges a
+	// call missing from the snapshot only once it has processed the stream
+	// up to there, so a backlog never passes for a vanished call.
+	CallsSeq uint64 `json:"calls_seq,omitempty"`
+	// A snapshot too big for one NATS message is sent in Parts parts
+	// (numbered from 1), all with the same At; bill assembles them.
+	Part  int        `json:"part,omitempty"`
+	Parts int        `json:"parts,omitempty"`
+	Calls []LiveCall `json:"calls"`
 }
 
 // LiveCall is one entry of a Snapshot.
