@@ -10,6 +10,7 @@ import (
 
 	"github.com/minuted/minuted/internal/app"
 	"github.com/minuted/minuted/internal/config"
+	"github.com/minuted/minuted/internal/stream"
 )
 
 // loadConfig reads -config (or MINUTED_CONFIG) with environment overrides.
@@ -57,7 +58,7 @@ func runConfig(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	nats := "embedded server"
 	if cfg.NATS.URL != "" {
-		nats = cfg.NATS.URL
+		nats = stream.RedactURLs(cfg.NATS.URL)
 	}
 	fmt.Printf("configuration is valid: ARI %s (app %s), NATS %s, Redis %s, API %s\n",
 		cfg.ARI.URL, cfg.ARI.Application, nats, config.RedactURL(cfg.Redis.URL), cfg.HTTP.Addr)
