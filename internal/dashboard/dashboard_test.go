@@ -65,9 +65,9 @@ type fixture struct {
 
 // newFixture: a ledger on a real redis-server, the dashboard mounted in the
 // real admin API, served over HTTP.
-func newFixture(t testing.TB, mutate func(*dashboard.Options)) *fixture {
+func newFixture(t testing.TB, mutate func(*dashboard.Options), redisArgs ...string) *fixture {
 	t.Helper()
-	r := testutil.StartRedis(t)
+	r := testutil.StartRedis(t, redisArgs...)
 	f := &fixture{clk: newClock(), alerts: &alertsStub{}}
 	f.led = ledger.New(r.Client(t), ledger.Options{Now: f.clk.Now})
 	o := dashboard.Options{Store: f.led, Alerts: f.alerts, Now: f.clk.Now,
@@ -507,5 +507,29 @@ func TestSharedReads(t *testing.T) {
 	c, _ := f.dash.Overview(context.Background())
 	if c.Projects[0].BalanceSeconds != 595 {
 		t.Errorf("balance %d a second later, want 595", c.Projects[0].BalanceSeconds)
+	}
+}
+
+// TestStreamOutlivesServerTimeouts: the admin server's read and write
+// timeouts do not end an event stream.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	f := newFixture(t, func(o *dashboard.Options) { o.Interval = 50 * time.Millisecond })
+	f.project(t, "p1", perSecond, nil, 600)
+	srv := httptest.NewUnstartedServer(f.srv.Config.Handler)
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	f.srv = srv
+	ch := f.stream(t, "?view=overview")
+	deadline := time.Now().Add(time.Second) // over three times both timeouts
+	n := 0
+	for time.Now().Before(deadline) {
+		if e := next(t, ch); e.name != "overview" {
+			t.Fatalf("event %s %s", e.name, e.data)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Errorf("%d events in 1s at a 50ms interval", n)
 	}
 }
