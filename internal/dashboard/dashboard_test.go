@@ -359,10 +359,10 @@ func TestProjectView(t *testing.T) {
 	if len(pv.Entries) != dashboard.RecentItems {
 		t.Errorf("%d entries, want the newest %d", len(pv.Entries), dashboard.RecentItems)
 	}
-	// Day range reaches the initial top-up.
+	// The day range starts when the project was created, with its first top-up.
 	f.getJSON(t, "/ui/api/projects/p1?range=day", &pv)
-	if pv.Series[0].BalanceSeconds != 0 || pv.SeriesTruncated {
-		t.Errorf("day series starts %+v (truncated %v), want 0 before the first top-up", pv.Series[0], pv.SeriesTruncated)
+	if pv.Series[0].BalanceSeconds != 1500 || !pv.Series[0].At.Equal(t0) || !pv.From.Equal(t0) || pv.SeriesTruncated {
+		t.Errorf("day series starts %+v from %v (truncated %v), want 1500 at the creation %v", pv.Series[0], pv.From, pv.SeriesTruncated, t0)
 	}
 	for _, bad := range []string{"/ui/api/projects/p1?range=year", "/ui/api/projects/bad.id", "/ui/api/projects/_unbilled"} {
 		if code, b, _ := f.do(t, "GET", bad, token); code != http.StatusBadRequest {

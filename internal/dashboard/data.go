@@ -333,8 +333,13 @@ func (h *Handler) Project(ctx context.Context, id string, rng Range, series bool
 		}
 	}
 	if series {
-		pv.Range, pv.From = rng.Name, now.Add(-rng.Span).UTC()
-		pv.Series, pv.SeriesTruncated = Series(es, p.BalanceSeconds, now.Add(-rng.Span), now, len(es) >= limit, MaxPoints)
+		// The chart starts with the range, or with the project if younger.
+		from := now.Add(-rng.Span)
+		if p.CreatedAt.After(from) && p.CreatedAt.Before(now) {
+			from = p.CreatedAt
+		}
+		pv.Range, pv.From = rng.Name, from.UTC()
+		pv.Series, pv.SeriesTruncated = Series(es, p.BalanceSeconds, from, now, len(es) >= limit, MaxPoints)
 	}
 	pv.Alerts, pv.AlertsError = h.recentAlerts(ctx, id, now)
 	return pv, nil

@@ -241,7 +241,7 @@
       if (name !== 'project' || state.project !== id) return;
       const now = Date.parse(pv.at);
       const spans = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
-      state.seriesFrom = now - spans[state.range];
+      state.seriesFrom = Math.max(now - spans[state.range], Date.parse(pv.created_at) || 0);
       // The last point is "now": replace it by the entries' time course.
       if (state.series.length) state.series.pop();
       const lastT = state.series.length ? state.series[state.series.length - 1].t : 0;
