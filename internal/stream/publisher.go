@@ -91,6 +91,7 @@ type Publisher struct {
 	wake       chan struct{}
 	running    atomic.Bool
 	published  atomic.Uint64
+	lastSeq    atomic.Uint64 // highest stream sequence JetStream acked
 	retried    atomic.Uint64
 	duplicates atomic.Uint64
 }
@@ -184,6 +185,24 @@ func (p *Publisher) Stats() PublisherStats {
 		Retried:    p.retried.Load(),
 		Duplicates: p.duplicates.Load(),
 		Depth:      p.Depth(),
+	}
+}
+
+// LastSeq is the highest stream sequence JetStream acknowledged for a
+// message of this Publisher (0 before the first ack). Every message
+// enqueued before the one stored at LastSeq is stored too (at a lower
+// sequence, or earlier as a duplicate), so a reader that has processed the
+// stream up to LastSeq has seen everything this Publisher had published
+// when LastSeq was read.
+func (p *Publisher) LastSeq() uint64 { return p.lastSeq.Load() }
+
+// noteSeq raises LastSeq to seq.
+func (p *Publisher) noteSeq(seq uint64) {
+	for {
+		cur := p.lastSeq.Load()
+		if seq <= cur || p.lastSeq.CompareAndSwap(cur, seq) {
+			return
+		}
 	}
 }
 
@@ -373,6 +392,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			if ack.Duplicate {
 				dups++
 			}
+			p.noteSeq(ack.Sequence)
 		more:
 			for n < len(inflight) {
 				select {
@@ -381,6 +401,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 					if ack.Duplicate {
 						dups++
 					}
+					p.noteSeq(ack.Sequence)
 				default:
 					break more
 				}

@@ -295,3 +295,63 @@ func TestPublisherRunTwice(t *testing.T) {
 		t.Fatal("second Run accepted")
 	}
 }
+
+// TestPublisherLastSeq: LastSeq is the stream sequence of this Publisher's
+// last acknowledged message, not the stream's last one, and a duplicate
+// (retried) message does not move it past the original.
+func TestPublisherLastSeq(t *testing.T) {
+	_, js := setupJS(t)
+	p := NewPublisher(js, PublisherOptions{})
+	if p.LastSeq() != 0 {
+		t.Fatalf("LastSeq %d before any ack, want 0", p.LastSeq())
+	}
+	runPublisher(t, p)
+	ctx := testCtx(t, 20*time.Second)
+	// Another writer on the same stream interleaves its messages.
+	other := func(i int) {
+		if _, err := js.Publish(ctx, "minuted.calls.other.started", []byte("x"), jetstream.WithMsgID("other-"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 300
+	for i := range n {
+		if i%50 == 0 {
+			other(i)
+		}
+		subj, id, data := testMsg(i)
+		if err := p.Enqueue(ctx, subj, id, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Our last message is stream sequence n + 6 (6 foreign messages before it).
+	want := uint64(n + (n+49)/50)
+	if got := p.LastSeq(); got != want {
+		t.Fatalf("LastSeq %d, want %d", got, want)
+	}
+	other(n)
+	// Re-enqueue an old message: JetStream acks it as a duplicate with its
+	// original sequence, which must not lower or raise LastSeq.
+	subj, id, data := testMsg(0)
+	if err := p.Enqueue(ctx, subj, id, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.LastSeq(); got != want || p.Stats().Duplicates != 1 {
+		t.Fatalf("after a duplicate: LastSeq %d (want %d), stats %+v", got, want, p.Stats())
+	}
+	subj, id, data = testMsg(n)
+	if err := p.Enqueue(ctx, subj, id, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.LastSeq(); got != want+2 {
+		t.Fatalf("LastSeq %d after one more message, want %d", got, want+2)
+	}
+}
