@@ -42,6 +42,11 @@ type Ledger interface {
 	Ping(ctx context.Context) error
 }
 
+// consumerInfo is what the orphan check needs of the CALLS consumer.
+type consumerInfo interface {
+	Info(ctx context.Context) (*jetstream.ConsumerInfo, error)
+}
+
 // Hooks let tests inject faults.
 type Hooks struct {
 	// AfterCommit runs once an event's effect is committed in Redis, before
@@ -99,6 +104,7 @@ type Biller struct {
 	cfg   config.BillConfig
 	js    jetstream.JetStream
 	nc    *nats.Conn
+	cons  consumerInfo // the CALLS consumer, set by Run
 	l     Ledger
 	log   *slog.Logger
 	now   func() time.Time

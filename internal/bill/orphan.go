@@ -7,14 +7,57 @@ import (
 	"github.com/minuted/minuted/internal/call"
 )
 
+// maxPending bounds the complete snapshots a node may have waiting for
+// bill's consumer to reach their calls_seq; beyond it the newest waiting
+// one is replaced by the next, which only makes verdicts later.
+const maxPending = 8
+
+// pendingSnap is a complete connected snapshot not yet judged.
+type pendingSnap struct {
+	at    time.Time
+	seq   uint64
+	calls []call.LiveCall
+}
+
+// assembly gathers the parts of one multi-part snapshot.
+type assembly struct {
+	at      time.Time
+	started time.Time // local clock of the first part
+	seq     uint64
+	have    []bool // by part number − 1
+	got     int
+	calls   []call.LiveCall
+}
+
 // nodeState is what bill remembers of one node's snapshots.
+//
+// Snapshots are taken into account in two steps. Whatever is heard from a
+// node (a complete snapshot, one part, a replayed last message) proves it
+// alive: lastRecv, heardAt, and the calls it lists (lastListed). A call's
+// absence is evidence only in a complete, connected snapshot, and only once
+// bill's durable consumer has processed CALLS up to that snapshot's
+// calls_seq (admitted): before that, the call's ended may simply be in
+// bill's backlog.
 type nodeState struct {
-	lastRecv   time.Time           // local clock when the last snapshot arrived
-	lastAt     time.Time           // At of the last snapshot
-	connected  bool                // of the last snapshot
-	listed     map[string]struct{} // channels of the last snapshot
-	lastListed map[string]time.Time
-	times      []time.Time // At of recent snapshots, ascending
+	lastRecv time.Time // local clock when anything last arrived from the node
+	heardAt  time.Time // newest At the node reported, in any message
+	maxSeq   uint64    // highest calls_seq heard
+
+	silentRecv time.Time // lastRecv when the node was found silent
+	silentSeq  uint64    // CALLS sequence bill must have processed to judge it silent
+	silentSet  bool
+
+	discAt time.Time // At of the newest disconnected snapshot
+
+	newest  time.Time // At of the newest complete snapshot admitted or pending
+	pending []pendingSnap
+	asm     *assembly
+
+	// Admitted complete connected snapshots.
+	lastAt     time.Time
+	listed     map[string]struct{}
+	lastListed map[string]time.Time // any message, admitted or not
+	times      []time.Time          // At of recent admitted snapshots, ascending
 	interval   time.Duration
 }
 
@@ -24,48 +67,180 @@ type orphans struct {
 	nodes  map[string]*nodeState
 	after  time.Duration // how long a call must stay unlisted (or the node silent)
 	margin time.Duration // calls answered this close before a snapshot may be missing from it
+	floor  uint64        // CALLS sequence bill's consumer has processed (ack floor)
 }
 
 func newOrphans(after, margin time.Duration) *orphans {
 	return &orphans{nodes: make(map[string]*nodeState), after: after, margin: margin}
 }
 
-// Observe records a snapshot received at recv (local clock).
-func (o *orphans) Observe(s *call.Snapshot, recv time.Time) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	ns := o.nodes[s.Node]
+func (o *orphans) node(id string) *nodeState {
+	ns := o.nodes[id]
 	if ns == nil {
 		ns = &nodeState{lastListed: make(map[string]time.Time)}
-		o.nodes[s.Node] = ns
+		o.nodes[id] = ns
+	}
+	return ns
+}
+
+// heard records what any message of a node proves: it was alive at At
+// (received at recv, local clock), and so were the calls it lists.
+func (ns *nodeState) heard(s *call.Snapshot, recv time.Time) {
+	if recv.After(ns.lastRecv) {
+		ns.lastRecv = recv
 	}
 	at := s.At.UTC()
-	if !ns.lastAt.IsZero() && !at.After(ns.lastAt) {
-		ns.lastRecv = recv // an old or repeated snapshot still proves the node alive
-		return
+	if at.After(ns.heardAt) {
+		ns.heardAt = at
 	}
-	if !ns.lastAt.IsZero() {
-		ns.interval = at.Sub(ns.lastAt)
-	}
-	ns.lastRecv, ns.lastAt, ns.connected = recv, at, s.Connected
+	ns.maxSeq = max(ns.maxSeq, s.CallsSeq)
 	if !s.Connected {
 		return // ingest cannot see Asterisk: its list means nothing
 	}
-	ns.times = append(ns.times, at)
-	keep := at.Add(-2*o.after - ns.interval)
+	for _, c := range s.Calls {
+		if t, ok := ns.lastListed[c.Channel]; !ok || at.After(t) {
+			ns.lastListed[c.Channel] = at
+		}
+	}
+}
+
+// Heard records a message that only proves the node alive: the last part
+// of a multi-part snapshot replayed from the NODES stream (its other parts
+// are gone, so the calls it does not list prove nothing).
+func (o *orphans) Heard(s *call.Snapshot, recv time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.node(s.Node).heard(s, recv)
+}
+
+// Observe records a snapshot (or one part of it) received at recv (local
+// clock). Parts are assembled per At; a newer At drops an incomplete
+// older assembly.
+func (o *orphans) Observe(s *call.Snapshot, recv time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ns := o.node(s.Node)
+	ns.heard(s, recv)
+	at := s.At.UTC()
+	if !s.Connected {
+		if at.After(ns.discAt) {
+			ns.discAt = at // suspends verdicts until a newer connected snapshot is admitted
+		}
+		if ns.asm != nil && !ns.asm.at.After(at) {
+			ns.asm = nil
+		}
+		return
+	}
+	calls, seq := s.Calls, s.CallsSeq
+	if s.Parts > 1 {
+		a := ns.assemble(s, at, recv)
+		if a == nil {
+			return
+		}
+		calls, seq = a.calls, a.seq
+	}
+	if !at.After(ns.newest) {
+		return // old or repeated: it only proved the node alive
+	}
+	ns.newest = at
+	if len(ns.pending) == maxPending {
+		// Keep the oldest (they date a call's first miss) and the newest.
+		ns.pending = ns.pending[:maxPending-1]
+	}
+	ns.pending = append(ns.pending, pendingSnap{at: at, seq: seq, calls: calls})
+	o.admit(ns)
+}
+
+// assemble adds one part and returns the complete assembly, or nil.
+func (ns *nodeState) assemble(s *call.Snapshot, at, recv time.Time) *assembly {
+	a := ns.asm
+	if a != nil && at.Before(a.at) {
+		return nil // part of a snapshot already superseded
+	}
+	if a == nil || at.After(a.at) || len(a.have) != s.Parts {
+		if !at.After(ns.newest) {
+			return nil
+		}
+		a = &assembly{at: at, started: recv, have: make([]bool, s.Parts)}
+		ns.asm = a
+	}
+	if a.have[s.Part-1] {
+		return nil // repeated part
+	}
+	a.have[s.Part-1] = true
+	a.got++
+	a.seq = max(a.seq, s.CallsSeq)
+	a.calls = append(a.calls, s.Calls...)
+	if a.got < len(a.have) {
+		return nil
+	}
+	ns.asm = nil
+	return a
+}
+
+// admit moves the pending snapshots bill's consumer has caught up with
+// (calls_seq ≤ floor, or 0 from an ingest that does not send it) into the
+// judged state, oldest first. A pending snapshot older than an admissible
+// one is dropped if not admissible itself.
+func (o *orphans) admit(ns *nodeState) {
+	last := -1
+	for i, p := range ns.pending {
+		if p.seq <= o.floor {
+			last = i
+		}
+	}
+	for i := 0; i <= last; i++ {
+		if p := ns.pending[i]; p.seq <= o.floor {
+			o.judgeable(ns, p)
+		}
+	}
+	n := copy(ns.pending, ns.pending[last+1:])
+	clear(ns.pending[n:])
+	ns.pending = ns.pending[:n]
+}
+
+// judgeable makes p the node's latest admitted snapshot.
+func (o *orphans) judgeable(ns *nodeState, p pendingSnap) {
+	if !ns.lastAt.IsZero() {
+		ns.interval = p.at.Sub(ns.lastAt)
+	}
+	ns.lastAt = p.at
+	ns.times = append(ns.times, p.at)
+	keep := p.at.Add(-2*o.after - ns.interval)
 	i := 0
 	for i < len(ns.times)-1 && ns.times[i].Before(keep) {
 		i++
 	}
 	ns.times = ns.times[i:]
-	ns.listed = make(map[string]struct{}, len(s.Calls))
-	for _, c := range s.Calls {
+	ns.listed = make(map[string]struct{}, len(p.calls))
+	for _, c := range p.calls {
 		ns.listed[c.Channel] = struct{}{}
-		ns.lastListed[c.Channel] = at
 	}
 	for ch, t := range ns.lastListed {
 		if t.Before(keep) {
 			delete(ns.lastListed, ch)
+		}
+	}
+}
+
+// Refresh is called before each round of verdicts with the consumer's
+// ack floor (every CALLS message up to it is processed) and the stream's
+// last sequence: it admits the snapshots the floor now covers, drops
+// assemblies still incomplete after OrphanAfter, and notes, for a node
+// found silent, the stream's end: the node is judged silent only once bill
+// has processed up to there, so its last events are never still in the
+// backlog.
+func (o *orphans) Refresh(floor, streamLast uint64, now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.floor = max(o.floor, floor)
+	for _, ns := range o.nodes {
+		o.admit(ns)
+		if ns.asm != nil && now.Sub(ns.asm.started) >= o.after {
+			ns.asm = nil
+		}
+		if now.Sub(ns.lastRecv) >= o.after && (!ns.silentSet || !ns.silentRecv.Equal(ns.lastRecv)) {
+			ns.silentSet, ns.silentRecv, ns.silentSeq = true, ns.lastRecv, max(streamLast, ns.maxSeq)
 		}
 	}
 }
@@ -88,8 +263,10 @@ func (o *orphans) Forget(node, channel string) {
 
 // Judge says whether the live call (node, channel) answered at answered is
 // an orphan at local time now, and if so at which time it is taken to have
-// ended: the last snapshot that listed it, or when unknown the later of its
-// answer and the first snapshot that missed it minus the snapshot interval.
+// ended: the last time a message of the node listed it, or when it was
+// never listed the later of its answer and the first admitted snapshot
+// that missed it minus the snapshot interval (silent node: the later of
+// its answer and the newest time the node reported).
 // Nodes never heard from since this process started are not judged.
 func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Time, bool) {
 	o.mu.Lock()
@@ -100,13 +277,17 @@ func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Tim
 	}
 	last, listedBefore := ns.lastListed[channel]
 	if now.Sub(ns.lastRecv) >= o.after {
-		// The node is silent: close what it had.
+		// The node is silent: close what it had, once bill has processed
+		// everything the node could have published.
+		if !ns.silentSet || !ns.silentRecv.Equal(ns.lastRecv) || o.floor < ns.silentSeq {
+			return time.Time{}, false
+		}
 		if listedBefore {
 			return maxTime(last, answered), true
 		}
-		return maxTime(answered, ns.lastAt), true
+		return maxTime(answered, ns.heardAt), true
 	}
-	if !ns.connected || len(ns.times) == 0 {
+	if len(ns.times) == 0 || !ns.lastAt.After(ns.discAt) {
 		return time.Time{}, false
 	}
 	if _, ok := ns.listed[channel]; ok {
@@ -115,7 +296,7 @@ func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Tim
 	if !answered.Before(ns.lastAt.Add(-o.margin)) {
 		return time.Time{}, false // too young to be expected in the snapshot
 	}
-	// First snapshot that missed the call.
+	// First admitted snapshot that missed the call.
 	from := answered.Add(o.margin)
 	if listedBefore {
 		from = last.Add(time.Nanosecond)

@@ -29,6 +29,7 @@ func (b *Biller) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bill: %w", err)
 	}
+	b.cons = cons
 
 	snapSub, err := b.nc.Subscribe(call.SnapshotWildcard, b.onSnapshot)
 	if err != nil {
@@ -101,6 +102,10 @@ func (b *Biller) Run(ctx context.Context) error {
 	return err
 }
 
+// maxParts bounds the parts of one snapshot (5,000 calls a part: 5 million
+// live calls on one node).
+const maxParts = 1000
+
 // DecodeSnapshot parses and validates a node snapshot.
 func DecodeSnapshot(b []byte) (*call.Snapshot, error) {
 	var s call.Snapshot
@@ -116,6 +121,12 @@ func DecodeSnapshot(b []byte) (*call.Snapshot, error) {
 	}
 	if s.At.IsZero() {
 		errs = append(errs, errors.New("missing at"))
+	}
+	switch {
+	case s.Parts < 0 || s.Parts > maxParts:
+		errs = append(errs, fmt.Errorf("parts %d, want 0..%d", s.Parts, maxParts))
+	case s.Parts > 1 && (s.Part < 1 || s.Part > s.Parts):
+		errs = append(errs, fmt.Errorf("part %d of %d", s.Part, s.Parts))
 	}
 	for i, c := range s.Calls {
 		if c.Channel == "" {
@@ -170,7 +181,13 @@ func (b *Biller) replaySnapshots(ctx context.Context) (int, error) {
 			if err != nil || m.Subject() != call.SnapshotSubject(s.Node) {
 				continue
 			}
-			b.orph.Observe(s, s.At)
+			if s.Parts > 1 {
+				// Only the last part is kept: it proves the node alive
+				// then, and its own calls, but not the others' absence.
+				b.orph.Heard(s, s.At)
+			} else {
+				b.orph.Observe(s, s.At)
+			}
 			n++
 		}
 		if got == 0 {
@@ -186,7 +203,15 @@ func (b *Biller) closeOrphans(ctx context.Context) error {
 	if !b.orph.Any() {
 		return nil
 	}
+	// A node's snapshot is judged only once this consumer has processed
+	// CALLS up to the snapshot's calls_seq: a call whose ended is still in
+	// the backlog is not an orphan.
+	ci, err := b.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read the state of consumer %s (orphans are judged only against what bill has processed): %w", b.o.Consumer, err)
+	}
 	now := b.now()
+	b.orph.Refresh(ci.AckFloor.Stream, ci.Delivered.Stream+ci.NumPending, now)
 	return b.forEachProject(ctx, func(p ledger.Project) error {
 		calls, err := b.l.Live(ctx, p.ID)
 		if err != nil {

@@ -116,9 +116,11 @@ func TestOrphans(t *testing.T) {
 	}
 	// A silent node: everything closes at the last listing (or last snapshot).
 	o.Observe(snap("n2", t0.Add(10*time.Second), true, "a"), t0.Add(10*time.Second))
+	o.Refresh(0, 0, t0.Add(39*time.Second))
 	if _, ok := o.Judge("n2", "a", t0, t0.Add(39*time.Second)); ok {
 		t.Fatal("silent for 29s only")
 	}
+	o.Refresh(0, 0, t0.Add(40*time.Second))
 	end, ok = o.Judge("n2", "a", t0, t0.Add(40*time.Second))
 	if !ok || !end.Equal(t0.Add(10*time.Second)) {
 		t.Fatalf("silent node: %v %v", end, ok)
@@ -181,6 +183,9 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"schema":1,"node":"a.b","at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`null`))
+	p2, _ := json.Marshal(part("n1", t0, 7, 2, 3, "c1"))
+	f.Add(p2)
+	f.Add([]byte(`{"schema":1,"node":"n","at":"2026-01-01T00:00:00Z","connected":true,"part":4,"parts":3,"calls":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := DecodeSnapshot(b)
 		if err != nil {
@@ -189,8 +194,142 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		if s.Node == "" || s.At.IsZero() || s.Schema != call.Schema {
 			t.Fatalf("accepted invalid snapshot %+v", s)
 		}
+		if s.Parts > 1 && (s.Part < 1 || s.Part > s.Parts) {
+			t.Fatalf("accepted part %d of %d", s.Part, s.Parts)
+		}
 		o := newOrphans(time.Second, 0)
 		o.Observe(s, time.Now()) // must not panic
 		o.Judge(s.Node, "x", s.At, time.Now())
 	})
+}
+
+// TestOrphansWaitForCallsSeq: a snapshot is judged only once bill's
+// consumer has processed CALLS up to its calls_seq, and a silent node only
+// once bill has processed the stream as it stood when the silence was
+// found: a backlog never passes for vanished calls.
+func TestOrphansWaitForCallsSeq(t *testing.T) {
+	o := newOrphans(30*time.Second, 2*time.Second)
+	ans := t0
+	// Listed at +10s with calls_seq 100; missing from +20s on (calls_seq 200..700).
+	first := snap("n1", t0.Add(10*time.Second), true, "c1")
+	first.CallsSeq = 100
+	o.Observe(first, first.At)
+	for i := 2; i <= 7; i++ {
+		at := t0.Add(time.Duration(i*10) * time.Second)
+		s := snap("n1", at, true)
+		s.CallsSeq = uint64(i * 100)
+		o.Observe(s, at)
+	}
+	now := t0.Add(70 * time.Second)
+	// Bill has processed nothing: no snapshot is judged.
+	o.Refresh(0, 700, now)
+	if _, ok := o.Judge("n1", "c1", ans, now); ok {
+		t.Fatal("judged orphan while bill had processed none of the snapshots' events")
+	}
+	// Processed up to 400: snapshots to +40s admitted, missing since +20s: 20s < 30s.
+	o.Refresh(400, 700, now)
+	if _, ok := o.Judge("n1", "c1", ans, now); ok {
+		t.Fatal("judged orphan on the admitted snapshots (missing 20s only)")
+	}
+	// Up to 500: the +50s snapshot is admitted, missing for 30s: orphan at its last listing.
+	o.Refresh(500, 700, now)
+	if end, ok := o.Judge("n1", "c1", ans, now); !ok || !end.Equal(t0.Add(10*time.Second)) {
+		t.Fatalf("after catching up: %v %v, want orphan ended at %v", end, ok, t0.Add(10*time.Second))
+	}
+	// A snapshot arriving once the floor covers it is admitted at once.
+	s := snap("n1", t0.Add(80*time.Second), true)
+	s.CallsSeq = 450
+	o.Observe(s, s.At)
+	if o.nodes["n1"].lastAt != s.At || len(o.nodes["n1"].pending) != 0 {
+		t.Fatalf("snapshot under the floor not admitted (pending %d)", len(o.nodes["n1"].pending))
+	}
+
+	// A silent node: judged only once bill reached the stream's end as it
+	// was when the silence was found (its last events may be after its
+	// last snapshot's calls_seq).
+	d := snap("n2", t0.Add(10*time.Second), true, "a")
+	d.CallsSeq = 900
+	o.Observe(d, d.At)
+	now = t0.Add(45 * time.Second)
+	o.Refresh(900, 950, now)
+	if _, ok := o.Judge("n2", "a", ans, now); ok {
+		t.Fatal("silent node judged before bill processed the stream to where it was when the node fell silent")
+	}
+	o.Refresh(949, 960, now.Add(time.Second))
+	if _, ok := o.Judge("n2", "a", ans, now.Add(time.Second)); ok {
+		t.Fatal("silent node judged at floor 949 < 950")
+	}
+	o.Refresh(950, 960, now.Add(2*time.Second))
+	if end, ok := o.Judge("n2", "a", ans, now.Add(2*time.Second)); !ok || !end.Equal(d.At) {
+		t.Fatalf("silent node after catching up: %v %v, want %v", end, ok, d.At)
+	}
+}
+
+func part(node string, at time.Time, seq uint64, i, n int, chans ...string) *call.Snapshot {
+	s := snap(node, at, true, chans...)
+	s.CallsSeq, s.Part, s.Parts = seq, i, n
+	return s
+}
+
+// TestOrphansSnapshotParts: a 3-part snapshot is judged only once whole;
+// a newer At drops an incomplete older one; an incomplete assembly is
+// dropped after OrphanAfter; a replayed last part (Heard) only proves the
+// node alive and cannot make the calls of the other parts orphans.
+func TestOrphansSnapshotParts(t *testing.T) {
+	o := newOrphans(30*time.Second, 2*time.Second)
+	ans := t0
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	// +10s: a, b, c over 3 parts, arriving out of order.
+	o.Observe(part("n1", at(10), 0, 3, 3, "c"), at(10))
+	o.Observe(part("n1", at(10), 0, 1, 3, "a"), at(10))
+	if len(o.nodes["n1"].times) != 0 {
+		t.Fatal("incomplete snapshot admitted")
+	}
+	o.Observe(part("n1", at(10), 0, 1, 3, "a"), at(10)) // repeated part
+	o.Observe(part("n1", at(10), 0, 2, 3, "b"), at(10))
+	if ns := o.nodes["n1"]; len(ns.times) != 1 || len(ns.listed) != 3 {
+		t.Fatalf("3-part snapshot: %d admitted, listed %v", len(ns.times), ns.listed)
+	}
+	// Later snapshots list a and b in part 1 only; their part 2 (with c)
+	// never arrives, or arrives after a newer At started.
+	for s := 20; s <= 60; s += 10 {
+		o.Observe(part("n1", at(s), 0, 1, 2, "a", "b"), at(s))
+	}
+	o.Observe(part("n1", at(50), 0, 2, 2, "c"), at(61)) // superseded by +60s
+	o.Refresh(0, 0, at(61))
+	if _, ok := o.Judge("n1", "c", ans, at(61)); ok {
+		t.Fatal("call of a part that never came judged orphan")
+	}
+	if ns := o.nodes["n1"]; ns.asm == nil {
+		t.Fatal("incomplete assembly of +60s dropped too early")
+	}
+	o.Refresh(0, 0, at(91))
+	if ns := o.nodes["n1"]; ns.asm != nil {
+		t.Fatal("incomplete assembly kept after OrphanAfter")
+	}
+	// +70s: complete, without c: c missing since +70s only.
+	o.Observe(part("n1", at(70), 0, 1, 2, "a"), at(91))
+	o.Observe(part("n1", at(70), 0, 2, 2, "b"), at(91))
+	if _, ok := o.Judge("n1", "c", ans, at(91)); ok {
+		t.Fatal("c judged on one complete snapshot that missed it")
+	}
+
+	// Replay: a bill starting sees only the last part of n2's snapshot.
+	r := newOrphans(30*time.Second, 2*time.Second)
+	r.Heard(part("n2", at(100), 0, 3, 3, "z"), at(100))
+	r.Observe(part("n2", at(110), 0, 3, 3, "z"), at(110)) // live parts 1, 2 missing
+	r.Refresh(0, 0, at(120))
+	for _, ch := range []string{"x", "z"} {
+		if _, ok := r.Judge("n2", ch, ans, at(120)); ok {
+			t.Fatalf("%s judged orphan from a lone last part", ch)
+		}
+	}
+	// Silent afterwards: calls close at the last time known alive.
+	r.Refresh(0, 0, at(140))
+	if end, ok := r.Judge("n2", "z", ans, at(140)); !ok || !end.Equal(at(110)) {
+		t.Fatalf("z of a silent node: %v %v, want its last listing %v", end, ok, at(110))
+	}
+	if end, ok := r.Judge("n2", "x", ans, at(140)); !ok || !end.Equal(at(110)) {
+		t.Fatalf("x of a silent node: %v %v, want the node's last report %v", end, ok, at(110))
+	}
 }
