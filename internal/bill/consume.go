@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/minuted/minuted/internal/alert"
@@ -58,12 +59,18 @@ func (b *Biller) consume(ctx context.Context, cons jetstream.Consumer) error {
 	per := max(b.cfg.MaxInFlight/n-1, 0)
 	shards := make([]chan job, n)
 	done := make(chan struct{}, n)
+	acks := make(chan cdrAck, b.cfg.MaxInFlight)
+	ackDone := make(chan struct{})
+	go func() {
+		defer close(ackDone)
+		b.ackAfterCDR(ctx, acks)
+	}()
 	for i := range shards {
 		shards[i] = make(chan job, per)
 		go func(q chan job) {
 			defer func() { done <- struct{}{} }()
 			for j := range q {
-				b.handle(ctx, j)
+				b.handle(ctx, j, acks)
 			}
 		}(shards[i])
 	}
@@ -74,6 +81,8 @@ func (b *Biller) consume(ctx context.Context, cons jetstream.Consumer) error {
 		for range shards {
 			<-done
 		}
+		close(acks)
+		<-ackDone
 	}()
 
 	for {
@@ -87,19 +96,76 @@ func (b *Biller) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		j := job{msg: msg}
 		j.ev, j.err = call.Decode(msg.Data())
-		key := msg.Subject()
+		var h uint32
 		if j.err == nil {
-			key = j.ev.Key()
+			h = fnv32(fnv32(fnv32(fnvOffset, j.ev.Node), "/"), j.ev.Channel)
+		} else {
+			h = fnv32(fnvOffset, msg.Subject())
 		}
-		h := fnv.New32a()
-		h.Write([]byte(key))
-		shards[int(h.Sum32()%uint32(n))] <- j
+		shards[int(h%uint32(n))] <- j
 	}
+}
+
+// FNV-1a, inline so that hashing a call's key allocates nothing.
+const fnvOffset uint32 = 2166136261
+
+func fnv32(h uint32, s string) uint32 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// cdrAck is a processed ended message waiting for its CDR to be stored.
+type cdrAck struct {
+	msg       jetstream.Msg
+	fut       jetstream.PubAckFuture
+	delivered int
+}
+
+// cdrDrain is how long a stopping bill still waits for CDR acks before it
+// leaves their messages to be redelivered.
+const cdrDrain = 2 * time.Second
+
+// ackAfterCDR acknowledges each ended message once JetStream has stored
+// its CDR, in the order they were settled (acks arrive in that order). A
+// CDR that fails or is not acknowledged within AckWait gets its message
+// NAKed: the redelivery settles nothing twice and publishes the CDR again
+// under the same Msg-Id. When ctx ends it waits at most cdrDrain in all.
+func (b *Biller) ackAfterCDR(ctx context.Context, in <-chan cdrAck) {
+	drained := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(cdrDrain, func() { close(drained) }) })
+	defer stop()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for p := range in {
+		t.Reset(b.cfg.AckWait)
+		select {
+		case <-p.fut.Ok():
+			b.c.processed.Add(1)
+			b.ack(p.msg)
+		case err := <-p.fut.Err():
+			b.cdrFailed(p, err)
+		case <-t.C:
+			b.cdrFailed(p, errors.New("no acknowledgement from JetStream within the ack wait"))
+		case <-drained:
+			// stopping: leave it unacknowledged, AckWait redelivers it
+		}
+	}
+}
+
+func (b *Biller) cdrFailed(p cdrAck, err error) {
+	b.c.errors.Add(1)
+	d := b.backoff(b.o.RetryDelay, p.delivered)
+	b.log.Warn("CDR not stored in JetStream: its call event will be redelivered and the CDR published again",
+		"subject", p.msg.Subject(), "retry_in", d, "err", err)
+	_ = p.msg.NakWithDelay(d)
 }
 
 // handle processes one message and acknowledges it only once its effect is
 // committed; a failure is NAKed with backoff so nothing is lost.
-func (b *Biller) handle(ctx context.Context, j job) {
+func (b *Biller) handle(ctx context.Context, j job, acks chan<- cdrAck) {
 	if ctx.Err() != nil {
 		_ = j.msg.Nak() // let another instance have it now
 		return
@@ -112,13 +178,16 @@ func (b *Biller) handle(ctx context.Context, j job) {
 		b.c.redeliveries.Add(1)
 	}
 	err := j.err
+	var cdr jetstream.PubAckFuture
 	if err == nil {
-		err = b.process(ctx, j.ev)
+		cdr, err = b.process(ctx, j.ev)
 	} else {
 		err = &deadLetterError{reason: err.Error()}
 	}
 	var dl *deadLetterError
 	switch {
+	case err == nil && cdr != nil:
+		acks <- cdrAck{msg: j.msg, fut: cdr, delivered: int(delivered)}
 	case err == nil:
 		b.c.processed.Add(1)
 		b.ack(j.msg)
@@ -167,8 +236,9 @@ func trim(s string, n int) string {
 	return s[:n]
 }
 
-// process applies one decoded event.
-func (b *Biller) process(ctx context.Context, ev *call.Event) error {
+// process applies one decoded event. For an ended event it also returns
+// the pending publication of the call's CDR.
+func (b *Biller) process(ctx context.Context, ev *call.Event) (jetstream.PubAckFuture, error) {
 	if ev.Project == "" {
 		b.c.unbilled.Add(1)
 		b.c.unbilledUnsent.Add(1)
@@ -183,26 +253,27 @@ func (b *Biller) process(ctx context.Context, ev *call.Event) error {
 				b.log.Warn("cannot raise unbilled alert", "err", err)
 			}
 		}
-		return nil
+		return nil, nil
 	}
 	switch ev.Kind {
 	case call.Started:
 		b.c.started.Add(1)
-		return nil
+		return nil, nil
 	case call.Answered:
 		if err := b.answered(ctx, ev); err != nil {
-			return err
+			return nil, err
 		}
 		b.c.answered.Add(1)
-		return nil
+		return nil, nil
 	case call.Ended:
-		if err := b.ended(ctx, ev); err != nil {
-			return err
+		f, err := b.ended(ctx, ev)
+		if err != nil {
+			return nil, err
 		}
 		b.c.ended.Add(1)
-		return nil
+		return f, nil
 	}
-	return &deadLetterError{reason: fmt.Sprintf("unknown event kind %q", ev.Kind)}
+	return nil, &deadLetterError{reason: fmt.Sprintf("unknown event kind %q", ev.Kind)}
 }
 
 // ensureProject applies the unknown-project policy.
@@ -270,22 +341,32 @@ func (b *Biller) answered(ctx context.Context, ev *call.Event) error {
 	return nil
 }
 
-func (b *Biller) ended(ctx context.Context, ev *call.Event) error {
+// ended settles the call and starts publishing its CDR; the returned
+// future resolves when JetStream has stored it.
+func (b *Biller) ended(ctx context.Context, ev *call.Event) (jetstream.PubAckFuture, error) {
+	key := ev.Key()
 	if ev.AnsweredAt == nil {
-		b.sched.Remove(ev.Key()) // never answered: nothing to bill
-		return nil
+		b.sched.Remove(key) // never answered: nothing to bill
+		return nil, nil
 	}
-	c, err := b.open(ctx, ev)
-	if err != nil {
-		return err
+	// A call this instance ticks needs no second Open: its scheduler entry
+	// holds the ledger's answer time and tariff snapshot. Ended-only or
+	// unknown calls (another instance ticks them, or a restart) are opened.
+	ci, ok := b.sched.Lookup(key)
+	if !ok {
+		c, err := b.open(ctx, ev)
+		if err != nil {
+			return nil, err
+		}
+		ci = callInfo{answered: c.AnsweredAt, tariff: c.Tariff, exhausted: c.Exhausted}
 	}
 	answeredAt, estimated := call.UTCms(*ev.AnsweredAt), ev.Estimated
 	if ev.AnswerEstimated {
 		// An ingest that adopted the call after a restart guessed its
 		// answer; the ledger keeps the one it saw first, exact if the
 		// original answered message came through.
-		if !c.AnsweredAt.IsZero() && !c.AnsweredAt.Equal(answeredAt) {
-			answeredAt = c.AnsweredAt
+		if !ci.answered.IsZero() && !ci.answered.Equal(answeredAt) {
+			answeredAt = call.UTCms(ci.answered)
 		} else {
 			estimated = true
 		}
@@ -295,30 +376,31 @@ func (b *Biller) ended(ctx context.Context, ev *call.Event) error {
 		Schema: call.Schema, Node: ev.Node, Channel: ev.Channel, Project: ev.Project,
 		AttributedBy: ev.AttributedBy, CreatedAt: call.UTCms(ev.CreatedAt),
 		AnsweredAt: answeredAt, EndedAt: call.UTCms(*ev.EndedAt),
-		TalkMS: talk, TalkSeconds: c.Tariff.TalkSeconds(talk), BilledSeconds: c.Tariff.BilledMS(talk),
+		TalkMS: talk, TalkSeconds: ci.tariff.TalkSeconds(talk), BilledSeconds: ci.tariff.BilledMS(talk),
 		Cause: ev.Cause, CauseTxt: ev.CauseTxt, Estimated: estimated, EndReason: ev.EndReason,
 	}
-	if cdr.EndReason == "" && c.Exhausted {
+	if cdr.EndReason == "" && ci.exhausted {
 		cdr.EndReason = alert.Exhausted
 	}
-	if err := b.settle(ctx, cdr); err != nil {
-		return err
+	if err := b.settle(ctx, &cdr); err != nil {
+		return nil, err
 	}
 	if h := b.o.Hooks.AfterCommit; h != nil {
 		if err := h(ev); err != nil {
-			return fmt.Errorf("%w: %v", errCrash, err)
+			return nil, fmt.Errorf("%w: %v", errCrash, err)
 		}
 	}
-	return b.publishCDR(ctx, cdr)
+	return b.publishCDRAsync(cdr)
 }
 
 // settle settles a call to cdr.BilledSeconds, stops ticking it and raises
-// the crossings of the settlement.
-func (b *Biller) settle(ctx context.Context, cdr call.CDR) error {
+// the crossings of the settlement. cdr.BilledSeconds becomes what the
+// ledger billed when it stands: less for a call cut for lack of balance.
+func (b *Biller) settle(ctx context.Context, cdr *call.CDR) error {
 	res, err := b.l.Settle(ctx, ledger.Settlement{
 		Project: cdr.Project, Node: cdr.Node, Channel: cdr.Channel,
 		AnsweredAt: cdr.AnsweredAt, EndedAt: cdr.EndedAt,
-		Billed: cdr.BilledSeconds, TalkMS: cdr.TalkMS, Estimated: cdr.Estimated, CDR: cdr,
+		Billed: cdr.BilledSeconds, TalkMS: cdr.TalkMS, Estimated: cdr.Estimated, CDR: *cdr,
 	})
 	if err != nil {
 		b.redisTrouble(ctx, err)
@@ -326,6 +408,12 @@ func (b *Biller) settle(ctx context.Context, cdr call.CDR) error {
 	}
 	b.sched.Remove(cdr.Node + "/" + cdr.Channel)
 	b.orph.Forget(cdr.Node, cdr.Channel)
+	if res.Applied || !cdr.Estimated {
+		// An exact settlement, or a replay of one, stands: the ledger's
+		// total is the call's. A replayed estimate does not (the exact
+		// one may have corrected it since).
+		cdr.BilledSeconds = res.Billed
+	}
 	if res.Applied {
 		b.c.settled.Add(1)
 		switch {
@@ -338,31 +426,57 @@ func (b *Biller) settle(ctx context.Context, cdr call.CDR) error {
 	return b.publishCrossings(ctx, cdr.Project, res.Crossed)
 }
 
-// publishCDR sends the record of a settled call to minuted.cdr.<project>.
-// Its Msg-Id makes a replay (the crash case) publish it once; an estimated
-// record has its own id so that the exact one that corrects it still goes.
-func (b *Biller) publishCDR(ctx context.Context, cdr call.CDR) error {
+// cdrMsg builds the CDR message of a settled call. Its Msg-Id makes a
+// replay (the crash case) publish it once; an estimated record has its own
+// id so that the exact one that corrects it still goes.
+func cdrMsg(cdr call.CDR) (*nats.Msg, error) {
 	data, err := jsonMarshal(cdr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	id := "cdr/" + cdr.Node + "/" + cdr.Channel
 	if cdr.Estimated {
 		id += "/estimated"
 	}
-	if _, err := b.js.Publish(ctx, call.CDRSubject(cdr.Project), data, jetstream.WithMsgID(id)); err != nil {
+	return &nats.Msg{Subject: call.CDRSubject(cdr.Project), Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}, nil
+}
+
+// publishCDR sends the record of a settled call to minuted.cdr.<project>
+// and waits for JetStream to store it.
+func (b *Biller) publishCDR(ctx context.Context, cdr call.CDR) error {
+	m, err := cdrMsg(cdr)
+	if err != nil {
+		return err
+	}
+	if _, err := b.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish CDR of %s/%s: %w", cdr.Node, cdr.Channel, err)
 	}
 	return nil
+}
+
+// publishCDRAsync starts publishing the record of a settled call; the
+// CALLS message is acknowledged once the returned future resolves.
+func (b *Biller) publishCDRAsync(cdr call.CDR) (jetstream.PubAckFuture, error) {
+	m, err := cdrMsg(cdr)
+	if err != nil {
+		return nil, err
+	}
+	f, err := b.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("publish CDR of %s/%s: %w", cdr.Node, cdr.Channel, err)
+	}
+	return f, nil
 }
 
 // schedule queues a live call's next block in this instance's scheduler.
 func (b *Biller) schedule(c ledger.Call) bool {
 	k := max(c.NextBlock, 0)
 	answered := c.AnsweredAt.UTC()
-	return b.sched.Add(&entry{
+	e := &entry{
 		key: c.Key(), project: c.Project, node: c.Node, channel: c.Channel,
 		answered: answered, tariff: c.Tariff, block: k,
 		due: answered.Add(c.Tariff.Block(k).Due), idx: -1,
-	})
+	}
+	e.exhausted.Store(c.Exhausted)
+	return b.sched.Add(e)
 }

@@ -242,7 +242,7 @@ func (b *Biller) settleOrphan(ctx context.Context, c ledger.Call, end time.Time)
 		TalkSeconds: c.Tariff.TalkSeconds(talk), BilledSeconds: c.Tariff.BilledMS(talk),
 		Estimated: true, EndReason: EndOrphaned,
 	}
-	if err := b.settle(ctx, cdr); err != nil {
+	if err := b.settle(ctx, &cdr); err != nil {
 		return err
 	}
 	b.c.estimated.Add(1)

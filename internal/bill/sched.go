@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minuted/minuted/internal/tariff"
@@ -20,6 +21,9 @@ type entry struct {
 	block    int       // next block to debit
 	due      time.Time // when block falls due
 	attempts int       // consecutive hangup or error retries of this block
+	// exhausted is set while the ledger refuses this call's next block
+	// (read by the message workers, written by the debit worker).
+	exhausted atomic.Bool
 
 	idx       int  // heap index, -1 when not queued
 	busy      bool // handed to a worker
@@ -94,6 +98,25 @@ func (s *scheduler) Has(key string) bool {
 	defer s.mu.Unlock()
 	_, ok := s.byKey[key]
 	return ok
+}
+
+// callInfo is what the scheduler knows of a live call: enough to settle it
+// without reading the ledger again.
+type callInfo struct {
+	answered  time.Time
+	tariff    tariff.Tariff
+	exhausted bool
+}
+
+// Lookup returns what is known of key's call if it is scheduled here.
+func (s *scheduler) Lookup(key string) (callInfo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.byKey[key]
+	if !ok {
+		return callInfo{}, false
+	}
+	return callInfo{answered: e.answered, tariff: e.tariff, exhausted: e.exhausted.Load()}, true
 }
 
 // Len is the number of scheduled calls.

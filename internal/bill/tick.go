@@ -63,6 +63,7 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 		return
 	}
 	if res.Exhausted {
+		e.exhausted.Store(true)
 		b.c.exhausted.Add(1)
 		e.attempts++
 		b.exhausted(ctx, e, res)
@@ -73,6 +74,7 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 	if res.Applied {
 		b.c.debits.Add(1)
 	}
+	e.exhausted.Store(false)
 	e.attempts = 0
 	e.block++
 	e.due = e.answered.Add(e.tariff.Block(e.block).Due)
