@@ -53,13 +53,19 @@ type Event struct {
 type Channel struct {
 	ID, Name, State, AccountCode string
 	Context, Exten               string // current dialplan location
-	CreationTime                 time.Time
-	Vars                         map[string]string // ari.conf channelvars
+	// AppName and AppData are the application the channel is running
+	// (dialplan.app_name/app_data). The outgoing channel Dial() creates
+	// shows AppDial "(Outgoing Line)" for its whole life: see Dialled.
+	AppName, AppData string
+	CreationTime     time.Time
+	Vars             map[string]string // ari.conf channelvars
 }
 
 type wireDialplan struct {
 	Context string `json:"context"`
 	Exten   string `json:"exten"`
+	AppName string `json:"app_name"`
+	AppData string `json:"app_data"`
 }
 
 type wireChannel struct {
@@ -163,6 +169,7 @@ func convChannel(w *wireChannel, field string) (*Channel, error) {
 	c := &Channel{
 		ID: w.ID, Name: w.Name, State: w.State, AccountCode: w.AccountCode,
 		Context: w.Dialplan.Context, Exten: w.Dialplan.Exten, Vars: w.ChannelVars,
+		AppName: w.Dialplan.AppName, AppData: w.Dialplan.AppData,
 	}
 	if w.CreationTime != "" {
 		t, err := ParseTime(w.CreationTime)
@@ -172,6 +179,19 @@ func convChannel(w *wireChannel, field string) (*Channel, error) {
 		c.CreationTime = t
 	}
 	return c, nil
+}
+
+// OutgoingLine is the app_data Asterisk shows on a channel created by an
+// application that dials out (AppDial for Dial(), AppQueue for Queue(),
+// AppDial2 for an originate).
+const OutgoingLine = "(Outgoing Line)"
+
+// Dialled reports whether the channel is a leg created by Dial() or
+// Queue() (app AppDial/AppQueue with data "(Outgoing Line)"), i.e. the
+// callee side of another channel's call. An originated channel (AppDial2)
+// is not: it is the call itself.
+func (c *Channel) Dialled() bool {
+	return c.AppData == OutgoingLine && c.AppName != "AppDial2" && c.AppName != ""
 }
 
 // DecodeChannels parses the body of GET /channels.

@@ -41,11 +41,12 @@ type knobs struct {
 	duration time.Duration
 	report   string
 	strict   bool // known defects fail the run; two_leg calls on the real-time node too
+	keepLogs string
 }
 
 func loadKnobs(t *testing.T) knobs {
 	k := knobs{calls: 10000, seed: 1, duration: 25 * time.Second, report: os.Getenv("MINUTED_CHAOS_REPORT"),
-		strict: os.Getenv("MINUTED_CHAOS_STRICT") != ""}
+		strict: os.Getenv("MINUTED_CHAOS_STRICT") != "", keepLogs: os.Getenv("MINUTED_CHAOS_LOGS")}
 	if v := os.Getenv("MINUTED_CHAOS_CALLS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
@@ -284,6 +285,9 @@ func startHarness(t *testing.T, k knobs) *harness {
 			for _, p := range h.procs {
 				t.Logf("---- last lines of %s ----\n%s", p.name, tail(h.logs[p.name], 3000))
 			}
+		}
+		if dir := h.k.keepLogs; dir != "" {
+			h.keepLogs(dir)
 		}
 	})
 	for _, s := range []*sim.Server{h.vol, h.rt} {

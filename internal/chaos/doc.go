@@ -16,5 +16,6 @@
 // Knobs (environment): MINUTED_CHAOS_CALLS (virtual-time calls, default
 // 10000), MINUTED_CHAOS_SEED (default 1), MINUTED_CHAOS_DURATION (fault
 // period, default 25s), MINUTED_CHAOS_REPORT (write the fault table and
-// totals there as Markdown).
+// totals there as Markdown), MINUTED_CHAOS_LOGS (copy every process log
+// into that directory).
 package chaos

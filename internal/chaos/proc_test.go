@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -177,6 +178,24 @@ func waitPort(ctx context.Context, addr string) error {
 		case <-ctx.Done():
 			return fmt.Errorf("nothing listens on %s: %w", addr, err)
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// keepLogs copies every process log into dir (MINUTED_CHAOS_LOGS), so a
+// failed run can be read in full after the test's temporary directory is gone.
+func (h *harness) keepLogs(dir string) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.t.Logf("MINUTED_CHAOS_LOGS: %v", err)
+		return
+	}
+	for name, path := range h.logs {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name+".log"), b, 0o644)
+		}
+		if err != nil {
+			h.t.Logf("MINUTED_CHAOS_LOGS: keep %s: %v", name, err)
 		}
 	}
 }

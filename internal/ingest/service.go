@@ -22,6 +22,28 @@ import (
 // Publisher appends CALLS messages in order (stream.Publisher satisfies it).
 type Publisher interface {
 	Enqueue(ctx context.Context, subject, msgID string, data []byte) error
+	// LastSeq is the highest CALLS sequence JetStream acknowledged for
+	// this publisher: a snapshot carries it as calls_seq.
+	LastSeq() uint64
+}
+
+// SnapshotPartCalls is the most calls one snapshot message lists; a node
+// with more sends its snapshot in parts (same At, Part 1..Parts), so that
+// 100,000 live calls stay under NATS's default 1 MB max payload.
+const SnapshotPartCalls = 5000
+
+// EstimatedSubject is where ingest keeps, beside its node's snapshot in the
+// NODES stream, the live calls whose answer time is an estimate (a
+// snapshot's answered_at does not say so): the next ingest process adopts
+// them with the flag. Only ingest reads it.
+func EstimatedSubject(node string) string { return "minuted.nodes." + node + ".ingest" }
+
+// estimatedAnswers is the body on EstimatedSubject.
+type estimatedAnswers struct {
+	Schema          int       `json:"schema"`
+	Node            string    `json:"node"`
+	At              time.Time `json:"at"`
+	AnswerEstimated []string  `json:"answer_estimated"`
 }
 
 // Options configure the ingest role.
@@ -36,7 +58,8 @@ type Options struct {
 	// Config supplies auth_timeout, auth_policy, auth_hangup_cause and
 	// ari_lost_grace (zero values: 250ms, fail_open, rejected, 30s).
 	Config config.IngestConfig
-	// JS is where ARI alerts go (ALERTS stream); nil disables them.
+	// JS is where ARI alerts go (ALERTS stream) and where the node's last
+	// snapshot is read back at start-up (NODES stream); nil disables both.
 	JS jetstream.JetStream
 }
 
@@ -69,6 +92,9 @@ type Service struct {
 	mu sync.Mutex // guards tr and up
 	tr *Tracker
 	up bool
+
+	seeded bool // the node's last snapshot was read (or found absent)
+	estOut bool // the last list on EstimatedSubject was not empty
 
 	received, decodeErr, dead, published, pubErr atomic.Int64
 	reconnects, reconciles, snapshots            atomic.Int64
@@ -169,6 +195,13 @@ func (s *Service) Run(ctx context.Context) error {
 	defer s.authWG.Wait()
 	defer s.stopAlertTimer()
 	s.ariDown(ctx, time.Now()) // until the first connection
+	if s.Node() != "" {
+		// Before anything else: what the previous process billed, and a
+		// snapshot that says this node is alive (and still has those calls).
+		if s.loadSeed(ctx) {
+			s.PublishSnapshot()
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = l.Run(ctx) }()
@@ -209,6 +242,9 @@ func (s *Service) Run(ctx context.Context) error {
 				if !ok {
 					return nil
 				}
+				if !s.seeded {
+					s.loadSeed(ctx) // the node id was only just learnt
+				}
 				if sub == nil {
 					sub = s.subscribeControl(ctx)
 				}
@@ -226,6 +262,10 @@ func (s *Service) Run(ctx context.Context) error {
 				s.mu.Unlock()
 				s.reconciles.Add(1)
 				s.publish(ctx, out)
+				// Report at once: a restarted ingest must not leave its node
+				// silent for a whole interval (bill closes the calls of a
+				// node silent for orphan_after).
+				s.PublishSnapshot()
 				s.ariUp(ctx, time.Now())
 				i = j - 1
 			}
@@ -330,24 +370,110 @@ func (s *Service) snapshotLoop(ctx context.Context) {
 	}
 }
 
-// PublishSnapshot publishes the live billed calls on core NATS now.
+// PublishSnapshot publishes the live billed calls on core NATS now, in
+// parts of at most SnapshotPartCalls calls.
 func (s *Service) PublishSnapshot() {
 	s.mu.Lock()
 	snap := s.tr.Snapshot(time.Now())
 	snap.Connected = snap.Connected && s.up
+	est := s.tr.EstimatedAnswers()
+	sendEst := len(est) > 0 || s.estOut
+	s.estOut = len(est) > 0
 	s.mu.Unlock()
 	if snap.Node == "" || s.nc == nil {
 		return
 	}
-	b, err := json.Marshal(snap)
-	if err == nil {
-		err = s.nc.Publish(call.SnapshotSubject(snap.Node), b)
+	if sendEst {
+		b, err := json.Marshal(estimatedAnswers{Schema: call.Schema, Node: snap.Node, At: snap.At, AnswerEstimated: est})
+		if err == nil {
+			err = s.nc.Publish(EstimatedSubject(snap.Node), b)
+		}
+		if err != nil {
+			s.log.Warn("cannot publish the calls with an estimated answer", "calls", len(est), "err", err)
+		}
 	}
-	if err != nil {
-		s.log.Warn("cannot publish node snapshot", "err", err)
-		return
+	// Read after the snapshot was taken: every event the snapshot reflects
+	// that JetStream has acknowledged is at or below it.
+	snap.CallsSeq = s.pub.LastSeq()
+	subj := call.SnapshotSubject(snap.Node)
+	for _, part := range SplitSnapshot(snap, SnapshotPartCalls) {
+		b, err := json.Marshal(part)
+		if err == nil {
+			err = s.nc.Publish(subj, b)
+		}
+		if err != nil {
+			s.log.Warn("cannot publish node snapshot", "part", part.Part, "parts", part.Parts, "calls", len(part.Calls), "bytes", len(b), "err", err)
+			return
+		}
 	}
 	s.snapshots.Add(1)
+}
+
+// SplitSnapshot cuts s into parts of at most per calls, numbered 1..n with
+// the same At and CallsSeq; a snapshot that fits is returned whole, with
+// Part and Parts zero.
+func SplitSnapshot(s call.Snapshot, per int) []call.Snapshot {
+	if per <= 0 || len(s.Calls) <= per {
+		return []call.Snapshot{s}
+	}
+	n := (len(s.Calls) + per - 1) / per
+	out := make([]call.Snapshot, 0, n)
+	for i := range n {
+		p := s
+		p.Part, p.Parts = i+1, n
+		p.Calls = s.Calls[i*per : min((i+1)*per, len(s.Calls))]
+		out = append(out, p)
+	}
+	return out
+}
+
+// loadSeed reads the node's last snapshot back from the NODES stream and
+// seeds the tracker with it (see Tracker.Seed). Only the last message of
+// the subject is kept, so of a snapshot sent in parts only its last part
+// is found: the other calls are adopted by the rules for unknown channels.
+// It reports false when the stream could not be read (an empty snapshot
+// published then would overwrite the one still stored).
+func (s *Service) loadSeed(ctx context.Context) bool {
+	node := s.Node()
+	if node == "" || s.o.JS == nil {
+		return s.o.JS == nil
+	}
+	s.seeded = true
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	st, err := s.o.JS.Stream(ctx, call.NodesStream)
+	var m *jetstream.RawStreamMsg
+	if err == nil {
+		m, err = st.GetLastMsgForSubject(ctx, call.SnapshotSubject(node))
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		s.log.Info("no previous snapshot of this node: live channels are adopted by the attribution rules", "node", node)
+		return true
+	}
+	if err != nil {
+		s.log.Warn("cannot read this node's last snapshot; live channels are adopted by the attribution rules alone",
+			"node", node, "stream", call.NodesStream, "err", err)
+		return false
+	}
+	var snap call.Snapshot
+	if err := json.Unmarshal(m.Data, &snap); err != nil || snap.Node != node {
+		s.log.Warn("ignoring this node's last snapshot: undecodable or of another node", "node", node, "err", err)
+		return true
+	}
+	var est estimatedAnswers
+	if m, err := st.GetLastMsgForSubject(ctx, EstimatedSubject(node)); err == nil {
+		if err := json.Unmarshal(m.Data, &est); err != nil || est.Node != node {
+			est = estimatedAnswers{}
+		}
+	}
+	s.mu.Lock()
+	s.tr.Seed(snap)
+	s.tr.SeedEstimatedAnswers(est.AnswerEstimated)
+	n := s.tr.Seeded()
+	s.mu.Unlock()
+	s.log.Info("read this node's last snapshot: its calls are adopted with their project and answer time",
+		"node", node, "at", snap.At, "calls", n, "part", snap.Part, "parts", snap.Parts, "answer_estimated", len(est.AnswerEstimated))
+	return true
 }
 
 func (s *Service) subscribeControl(ctx context.Context) *nats.Subscription {

@@ -2,6 +2,35 @@
 // a pure Tracker decides which channel is billed to which project (SPEC
 // §3), and a Service runs it against a live websocket, reconciles after
 // gaps, publishes snapshots and obeys hangup commands.
+//
+// # Adopting live calls (start-up and every reconnect)
+//
+// After a gap, GET /channels is all ingest knows of the calls that went on
+// meanwhile, and a channel snapshot does not say which call a channel
+// belongs to. The rule, in order:
+//
+//  1. Channels already tracked keep their call, project and answer time.
+//  2. At start-up, the node's last snapshot (NODES stream, the previous
+//     process's, read with Service Options.JS) names the billed channels:
+//     each that is still live is adopted as that billed call, with the
+//     exact project and answer time it listed (flagged estimated only if
+//     the previous process had estimated it, see EstimatedSubject), and no
+//     other channel of its group is billed. Listed channels no longer live
+//     are left to bill, which closes them at their last listing.
+//  3. Any other live channel is attributed by the normal rules only when
+//     that is unambiguous: a leg created by Dial()/Queue() (dialplan app
+//     AppDial/AppQueue, data "(Outgoing Line)", which Asterisk shows for the
+//     leg's whole life) is a dialled leg and never billed by accountcode,
+//     although it inherits the caller's accountcode; the two halves of a
+//     Local channel are one call; with CHANNEL(linkedid) in channelvars all
+//     legs of one linkedid are one call. So an accountcode-only channel that
+//     shares its accountcode with another adopted channel of the same
+//     linkedid or Local pair is not billed twice.
+//  4. An Up channel adopted this way was answered at an unknown time: the
+//     earliest consistent with what was seen (its creation, its last event,
+//     the disconnect, or the previous snapshot if it was listed unanswered),
+//     flagged answer_estimated. The same holds when the answer event itself
+//     fell in a gap and a later event first shows the channel Up.
 package ingest
 
 import (
@@ -54,11 +83,15 @@ type channel struct {
 	upAt           time.Time // zero until Up
 	upEstimated    bool
 	dialled        bool
-	project, by    string
-	badProject     string
-	lateProject    string // last late variable value reported
-	endReason      string // set by SetEndReason before minuted hangs up
-	g              *group
+	// seedProject is the project the node's last snapshot billed this
+	// channel to (see Seed); it wins over every attribution rule.
+	seedProject, seedBy string
+	seedAnswered        bool
+	project, by         string
+	badProject          string
+	lateProject         string // last late variable value reported
+	endReason           string // set by SetEndReason before minuted hangs up
+	g                   *group
 	// billing state of this channel
 	started, answered, closed bool
 	cause                     int
@@ -86,7 +119,15 @@ type Tracker struct {
 
 	connected      bool
 	disconnectedAt time.Time
-	stats          TrackerStats
+	// seed is the previous process's last snapshot (Seed), consumed by the
+	// next Reconcile; seedAt is its time.
+	seed    map[string]call.LiveCall
+	seedAt  time.Time
+	seedEst map[string]bool // seeded calls whose answer was an estimate
+	// exactUp is true while Handle applies an event whose "Up" state is the
+	// answer itself (ChannelStateChange, ChannelCreated).
+	exactUp bool
+	stats   TrackerStats
 	// OnInvalid, if set, is told about each channel with a bad project id.
 	OnInvalid func(channel, project string)
 	// OnLateProject, if set, is told when the attribution variable of an
@@ -129,6 +170,7 @@ func (t *Tracker) Handle(ev ari.Event) []call.Event {
 		t.node = ev.AsteriskID
 	}
 	var out []call.Event
+	t.exactUp = ev.Type == ari.ChannelStateChange || ev.Type == ari.ChannelCreated
 	switch ev.Type {
 	case ari.Dial:
 		if ev.Peer == nil {
@@ -198,6 +240,13 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 		}
 		c.g.members = []*channel{c}
 		t.chans[s.ID] = c
+		if lc, ok := t.seed[s.ID]; ok {
+			t.applySeed(c, s, lc)
+		}
+	}
+	prevSeen := c.lastSeen
+	if prevSeen.IsZero() {
+		prevSeen = c.created
 	}
 	if at.After(c.lastSeen) {
 		c.lastSeen = at
@@ -225,8 +274,23 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 			t.union(other.g, c.g, at, out)
 		}
 	}
+	if s.Dialled() && !c.dialled {
+		t.markDialled(c)
+	}
 	if s.State == "Up" && c.upAt.IsZero() {
 		c.upAt = at
+		if !t.connected && !t.exactUp {
+			// The answer fell in an ARI gap: this event only shows the
+			// channel already Up. It was answered after it was last seen
+			// (and after the disconnect): the earliest such time, flagged.
+			c.upAt, c.upEstimated = prevSeen, true
+			if t.disconnectedAt.After(c.upAt) {
+				c.upAt = t.disconnectedAt
+			}
+			if c.upAt.IsZero() || c.upAt.After(at) {
+				c.upAt = at
+			}
+		}
 	}
 	return c
 }
@@ -302,6 +366,9 @@ func (t *Tracker) union(a, b *group, at time.Time, out *[]call.Event) {
 
 // attribute finds c's project by the configured modes, first match wins.
 func (t *Tracker) attribute(c *channel, callerSideHasProject bool) (project, by string) {
+	if c.seedProject != "" {
+		return c.seedProject, c.seedBy
+	}
 	if t.attr.Variable != "" {
 		if v := c.vars[t.attr.Variable]; v != "" {
 			if !c.dialled || !callerSideHasProject {
@@ -362,7 +429,7 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 			}
 			m.project, m.by = p, by
 		}
-		if m.project != "" && !m.closed && (m.started || !m.dialled || m.by == call.ByVariable && !callerSide) {
+		if m.project != "" && !m.closed && (m.started || m.seedProject != "" || !m.dialled || m.by == call.ByVariable && !callerSide) {
 			eligible = append(eligible, m)
 		}
 	}
@@ -394,6 +461,10 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 		for _, m := range eligible {
 			if m.started {
 				continue
+			}
+			if m.seedProject != "" {
+				pick = m // billed by the previous process: it stays the call
+				break
 			}
 			if pick == nil || (!m.upAt.IsZero() && (pick.upAt.IsZero() || m.upAt.Before(pick.upAt))) {
 				pick = m
@@ -513,6 +584,7 @@ func (t *Tracker) end(c *channel, at time.Time, estimated bool, out *[]call.Even
 
 func (t *Tracker) forget(c *channel) {
 	delete(t.chans, c.id)
+	delete(t.seed, c.id)
 	if t.goneRing[t.goneNext] != "" {
 		delete(t.gone, t.goneRing[t.goneNext])
 	}
@@ -674,6 +746,13 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 		if c == nil {
 			continue
 		}
+		if c.seedProject != "" {
+			if c.seedAnswered {
+				wasUp = true
+			} else if t.seedAt.After(earliest) {
+				earliest = t.seedAt // it was not answered when the snapshot was taken
+			}
+		}
 		if s.State == "Up" && !wasUp {
 			c.upAt = earliest
 			if c.upAt.IsZero() || c.upAt.After(at) {
@@ -683,6 +762,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 		}
 		groups = append(groups, c.g)
 	}
+	t.seed, t.seedAt, t.seedEst = nil, time.Time{}, nil
 	for _, g := range groups {
 		if len(g.members) > 0 && g.members[0].g == g {
 			t.evaluate(g, at, &out)
@@ -693,9 +773,77 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	return out
 }
 
+// Seed hands the tracker its node's last snapshot as the previous ingest
+// process published it (read back from the NODES stream at start-up). The
+// next Reconcile adopts the live channels it lists as the billed calls they
+// were, with their exact project and answer time; until then Snapshot keeps
+// listing them (the calls are still billed, ingest just cannot see them
+// yet). Parts of a split snapshot may be seeded one after the other.
+func (t *Tracker) Seed(s call.Snapshot) {
+	if t.seed == nil {
+		t.seed = make(map[string]call.LiveCall, len(s.Calls))
+	}
+	for _, c := range s.Calls {
+		if c.Channel != "" && call.ValidProject(c.Project) {
+			t.seed[c.Channel] = c
+		}
+	}
+	if s.At.After(t.seedAt) {
+		t.seedAt = call.UTCms(s.At)
+	}
+}
+
+// applySeed makes c the billed call the previous process's snapshot says
+// it was: same project, and its answer time exactly as that process saw it.
+func (t *Tracker) applySeed(c *channel, s *ari.Channel, lc call.LiveCall) {
+	c.seedProject, c.seedBy = lc.Project, call.ByVariable
+	probe := channel{vars: s.Vars, acct: s.AccountCode, context: s.Context, exten: s.Exten}
+	if p, by := t.attribute(&probe, false); p == lc.Project {
+		c.seedBy = by
+	}
+	if lc.AnsweredAt != nil {
+		c.upAt, c.upEstimated, c.seedAnswered = lc.AnsweredAt.UTC(), t.seedEst[c.id], true
+	}
+}
+
+// SeedEstimatedAnswers tells the tracker which seeded calls had an
+// estimated answer (EstimatedAnswers of the previous process): they keep
+// the answer_estimated flag. Call it before Reconcile; ids of calls that
+// have ended meanwhile are ignored.
+func (t *Tracker) SeedEstimatedAnswers(ids []string) {
+	if t.seedEst == nil {
+		t.seedEst = make(map[string]bool, len(ids))
+	}
+	for _, id := range ids {
+		t.seedEst[id] = true
+	}
+}
+
+// EstimatedAnswers lists the live billed calls whose answer time is an
+// estimate, sorted. A snapshot's answered_at does not say so; ingest keeps
+// this list beside it for the next process (see Service).
+func (t *Tracker) EstimatedAnswers() []string {
+	var ids []string
+	for _, c := range t.chans {
+		if c.started && !c.closed && c.answered && c.upEstimated {
+			ids = append(ids, c.id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Seeded is the number of seeded calls waiting for the next Reconcile.
+func (t *Tracker) Seeded() int { return len(t.seed) }
+
 // Snapshot lists the live billed calls at `at`.
 func (t *Tracker) Snapshot(at time.Time) call.Snapshot {
 	s := call.Snapshot{Schema: call.Schema, Node: t.node, At: call.UTCms(at), Connected: t.connected, Calls: []call.LiveCall{}}
+	for id, lc := range t.seed {
+		if c := t.chans[id]; c == nil || !c.started {
+			s.Calls = append(s.Calls, lc)
+		}
+	}
 	for _, c := range t.chans {
 		if !c.started || c.closed {
 			continue
