@@ -157,3 +157,43 @@ func testBacklog(t *testing.T, withSeq bool) {
 		t.Errorf("%d CDRs, want %d", len(cdrs), n)
 	}
 }
+
+// TestSilentNodeCallAnsweredAfterLastSnapshot: a node's last snapshot is
+// at S; a call is answered 1 s after it and another call of the node ends
+// 3 s after it; then the node dies. The call is closed at the last time
+// the node was known alive (the other call's end), not at its own answer,
+// and flagged estimated.
+func TestSilentNodeCallAnsweredAfterLastSnapshot(t *testing.T) {
+	e := setup(t)
+	tr := tariffs["t11"]
+	e.project("p", tr, 1000, nil)
+	b, _ := e.start(func(o *Options) { o.Config.OrphanAfter = time.Second })
+	s := time.Now().Add(-5 * time.Second).UTC().Truncate(time.Millisecond)
+	a0, en0 := events("p", "dying", "old", s.Add(-10*time.Second), 13*time.Second)
+	seq := e.publishSeq(a0)
+	d, _ := json.Marshal(call.Snapshot{Schema: call.Schema, Node: "dying", At: s, Connected: true, CallsSeq: seq,
+		Calls: []call.LiveCall{{Channel: "old", Project: "p"}}})
+	if err := e.nc.Publish(call.SnapshotSubject("dying"), d); err != nil {
+		t.Fatal(err)
+	}
+	a1, _ := events("p", "dying", "late", s.Add(time.Second), 0)
+	e.publish(a1)
+	e.publish(en0) // ends at s+3s
+	e.waitSettled(10*time.Second, map[[3]string]int64{
+		{"p", "dying", "old"}:  tr.BilledMS(13000),
+		{"p", "dying", "late"}: tr.BilledMS(2000),
+	})
+	c, _ := e.callState("p", "dying", "late")
+	if !c.Estimated || b.Stats().Estimated != 1 {
+		t.Fatalf("call %+v (stats %+v): want it settled estimated", c, b.Stats())
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		for _, d := range e.readAll(call.CDRStream, "minuted.cdr.p") {
+			var c call.CDR
+			if json.Unmarshal(d, &c) == nil && c.Channel == "late" {
+				return c.Estimated && c.EndReason == EndOrphaned && c.EndedAt.Equal(s.Add(3*time.Second)) && c.BilledSeconds == 2
+			}
+		}
+		return false
+	}, "estimated CDR ending at the node's last known-alive time")
+}

@@ -185,6 +185,9 @@ func (b *Biller) handle(ctx context.Context, j job, acks chan<- cdrAck) {
 		err = &deadLetterError{reason: err.Error()}
 	}
 	var dl *deadLetterError
+	if err == nil {
+		b.orph.Alive(j.ev.Node, eventTime(j.ev))
+	}
 	switch {
 	case err == nil && cdr != nil:
 		acks <- cdrAck{msg: j.msg, fut: cdr, delivered: int(delivered)}
@@ -211,6 +214,18 @@ func (b *Biller) handle(ctx context.Context, j job, acks chan<- cdrAck) {
 		b.log.Warn("cannot process call event, will retry", "subject", j.msg.Subject(), "delivery", delivered, "retry_in", d, "err", err)
 		_ = j.msg.NakWithDelay(d)
 	}
+}
+
+// eventTime is the latest time an event reports.
+func eventTime(ev *call.Event) time.Time {
+	t := ev.CreatedAt
+	if ev.AnsweredAt != nil {
+		t = maxTime(t, *ev.AnsweredAt)
+	}
+	if ev.EndedAt != nil {
+		t = maxTime(t, *ev.EndedAt)
+	}
+	return t.UTC()
 }
 
 // deadLetter sends the original bytes of m to minuted.dlq.calls.
@@ -430,7 +445,7 @@ func (b *Biller) settle(ctx context.Context, cdr *call.CDR) error {
 // replay (the crash case) publish it once; an estimated record has its own
 // id so that the exact one that corrects it still goes.
 func cdrMsg(cdr call.CDR) (*nats.Msg, error) {
-	data, err := jsonMarshal(cdr)
+	data, err := appendCDR(make([]byte, 0, 512), &cdr)
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,7 @@ type assembly struct {
 type nodeState struct {
 	lastRecv time.Time // local clock when anything last arrived from the node
 	heardAt  time.Time // newest At the node reported, in any message
+	eventAt  time.Time // newest time of a CALLS event of the node this instance processed
 	maxSeq   uint64    // highest calls_seq heard
 
 	silentRecv time.Time // lastRecv when the node was found silent
@@ -245,6 +246,19 @@ func (o *orphans) Refresh(floor, streamLast uint64, now time.Time) {
 	}
 }
 
+// Alive records that a CALLS event of node stamped at was processed. The
+// node's ingest publishes in order, so every call of the node still live in
+// the ledger once bill has processed the stream past that event was still
+// up at that time: it bounds from below the end of a silent node's calls
+// answered after its last snapshot.
+func (o *orphans) Alive(node string, at time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ns := o.nodes[node]; ns != nil && at.After(ns.eventAt) {
+		ns.eventAt = at
+	}
+}
+
 // Any reports whether a snapshot was ever seen.
 func (o *orphans) Any() bool {
 	o.mu.Lock()
@@ -265,8 +279,8 @@ func (o *orphans) Forget(node, channel string) {
 // an orphan at local time now, and if so at which time it is taken to have
 // ended: the last time a message of the node listed it, or when it was
 // never listed the later of its answer and the first admitted snapshot
-// that missed it minus the snapshot interval (silent node: the later of
-// its answer and the newest time the node reported).
+// that missed it minus the snapshot interval (silent node: the latest of
+// its answer, the node's newest report and its newest event processed).
 // Nodes never heard from since this process started are not judged.
 func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Time, bool) {
 	o.mu.Lock()
@@ -285,7 +299,10 @@ func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Tim
 		if listedBefore {
 			return maxTime(last, answered), true
 		}
-		return maxTime(answered, ns.heardAt), true
+		// Last time the node was known alive: its newest report, or its
+		// newest event processed (the silent verdict waits until bill
+		// has processed everything it published).
+		return maxTime(answered, maxTime(ns.heardAt, ns.eventAt)), true
 	}
 	if len(ns.times) == 0 || !ns.lastAt.After(ns.discAt) {
 		return time.Time{}, false

@@ -333,3 +333,25 @@ func TestOrphansSnapshotParts(t *testing.T) {
 		t.Fatalf("x of a silent node: %v %v, want the node's last report %v", end, ok, at(110))
 	}
 }
+
+// FuzzAppendCDR: the hand-written CDR encoding is byte for byte what
+// encoding/json writes.
+func FuzzAppendCDR(f *testing.F) {
+	f.Add("n1", "1712.34", "p", "variable", int64(1_700_000_000_123), int64(61_500), 16, "Normal Clearing", true, "exhausted", int64(0))
+	f.Add("n<1>", "c\"\\\u2028", "", "", int64(-62_135_596_800_001), int64(0), 0, "é\x00\xff", false, "", int64(3))
+	f.Add("n", "c", "p", "", int64(253_402_300_800_000), int64(-1), -3, "", false, "orphaned", int64(999_999_999))
+	f.Fuzz(func(t *testing.T, node, ch, project, by string, atMS, talk int64, cause int, txt string, est bool, reason string, ns int64) {
+		at := time.UnixMilli(atMS).Add(time.Duration(ns % 1_000_000))
+		c := call.CDR{Schema: call.Schema, Node: node, Channel: ch, Project: project, AttributedBy: by,
+			CreatedAt: at, AnsweredAt: at.Add(time.Second).UTC(), EndedAt: at.Add(time.Duration(talk) * time.Millisecond).In(time.FixedZone("x", 3600)),
+			TalkMS: talk, TalkSeconds: talk / 1000, BilledSeconds: talk / 7, Cause: cause, CauseTxt: txt, Estimated: est, EndReason: reason}
+		want, werr := json.Marshal(c)
+		got, gerr := appendCDR(nil, &c)
+		if (werr != nil) != (gerr != nil) {
+			t.Fatalf("errors differ: json %v, appendCDR %v", werr, gerr)
+		}
+		if werr == nil && string(got) != string(want) {
+			t.Fatalf("appendCDR\n%s\nwant\n%s", got, want)
+		}
+	})
+}
