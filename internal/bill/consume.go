@@ -476,7 +476,9 @@ func (b *Biller) publishCDRAsync(cdr call.CDR) (jetstream.PubAckFuture, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := b.js.PublishMsgAsync(m)
+	// With many CDRs (or another role's messages) awaiting acks on this
+	// connection, wait for room rather than fail and redeliver.
+	f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(b.cfg.AckWait))
 	if err != nil {
 		return nil, fmt.Errorf("publish CDR of %s/%s: %w", cdr.Node, cdr.Channel, err)
 	}
