@@ -96,9 +96,9 @@ func TestThresholdAlertsOncePerSink(t *testing.T) {
 	}
 	talk(40 * time.Second) // 90 → 50: below 60
 	crossed(1)
-	talk(5 * time.Second) // 50 → 45: still below, no new alert
+	talk(5 * time.Second)                                                                        // 50 → 45: still below, no new alert
 	st.send(t, http.MethodPost, "/v1/projects/thr/topups", `{"seconds": 60, "reference": "r2"}`) // 105: re-armed
-	talk(50 * time.Second)                                                                     // 105 → 55: crosses again
+	talk(50 * time.Second)                                                                       // 105 → 55: crosses again
 	crossed(2)
 
 	hook.mu.Lock()

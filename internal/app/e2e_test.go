@@ -37,21 +37,9 @@ type stack struct {
 	led  *ledger.Ledger
 	js   jetstream.JetStream
 	url  string
-	logs *strings.Builder
-	logw lockedWriter
+	logs *testutil.LogBuffer
 	cfg  config.Config
 	stop func() error
-}
-
-type lockedWriter struct {
-	ch chan struct{}
-	b  *strings.Builder
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.ch <- struct{}{}
-	defer func() { <-w.ch }()
-	return w.b.Write(p)
 }
 
 func startStack(t *testing.T, mutate func(*config.Config)) *stack {
@@ -62,7 +50,7 @@ func startStack(t *testing.T, mutate func(*config.Config)) *stack {
 			cancel()
 		}
 	}()
-	st := &stack{nats: testutil.StartNATS(t), rds: testutil.StartRedis(t), logs: &strings.Builder{}}
+	st := &stack{nats: testutil.StartNATS(t), rds: testutil.StartRedis(t), logs: &testutil.LogBuffer{}}
 	var err error
 	st.sim, err = sim.Start(ctx, sim.Options{Password: "ari-secret", WriteTimeout: 5 * time.Second})
 	if err != nil {
@@ -85,16 +73,13 @@ func startStack(t *testing.T, mutate func(*config.Config)) *stack {
 		t.Fatal(err)
 	}
 	st.cfg = cfg
-	st.logw = lockedWriter{ch: make(chan struct{}, 1), b: st.logs}
 	t.Cleanup(func() {
 		st.stopApp(t)
 		_ = st.sim.Close()
 		cancel()
-		st.logw.ch <- struct{}{}
-		if strings.Contains(st.logs.String(), token) || strings.Contains(st.logs.String(), "ari-secret") {
+		if logs := st.logs.String(); strings.Contains(logs, token) || strings.Contains(logs, "ari-secret") {
 			t.Error("a secret reached the logs")
 		}
-		<-st.logw.ch
 	})
 	st.startApp(t)
 	return st
@@ -108,7 +93,7 @@ func (st *stack) startApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(st.logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewJSONHandler(st.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st.app, err = New(ctx, Options{Config: st.cfg, Roles: AllRoles, Logger: log, Listener: ln})
 	if err != nil {
 		t.Fatal(err)
@@ -146,36 +131,12 @@ func (st *stack) stopApp(t *testing.T) {
 // get calls the admin API and decodes the JSON answer into out.
 func (st *stack) get(t *testing.T, path string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, st.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("GET %s: %v: %s", path, err, b)
-		}
-	}
-	return resp.StatusCode
+	return testutil.API{URL: st.url, Token: token}.Get(t, path, out)
 }
 
 func (st *stack) send(t *testing.T, method, path, body string) int {
 	t.Helper()
-	req, _ := http.NewRequest(method, st.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	return resp.StatusCode
+	return testutil.API{URL: st.url, Token: token}.Send(t, method, path, body)
 }
 
 func (st *stack) project(t *testing.T, id string, tr tariff.Tariff, topup int64) {
@@ -452,9 +413,7 @@ func TestGracefulRestart(t *testing.T) {
 		return err == nil && len(live) == 3
 	}, "3 live calls")
 	st.stopApp(t)
-	st.logw.ch <- struct{}{}
 	drained := strings.Contains(st.logs.String(), "shutdown: every event published")
-	<-st.logw.ch
 	if !drained {
 		t.Error("shutdown did not report its publish buffer flushed")
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -181,35 +180,12 @@ func (tp *topo) checkLogs(t *testing.T) {
 
 func (tp *topo) get(t *testing.T, path string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, tp.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("GET %s: %v: %s", path, err, b)
-		}
-	}
-	return resp.StatusCode
+	return testutil.API{URL: tp.url, Token: token}.Get(t, path, out)
 }
 
 func (tp *topo) send(t *testing.T, method, path, body string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, tp.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
+	testutil.API{URL: tp.url, Token: token}.Send(t, method, path, body)
 }
 
 // tariffs of the workload, as in internal/app's end-to-end test.
