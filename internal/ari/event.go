@@ -119,10 +119,24 @@ func ParseTime(s string) (time.Time, error) {
 // malformed JSON, missing type, missing or bad timestamp, a channel event
 // without channel.id, a Dial without peer.id.
 func Decode(b []byte) (Event, error) {
+	var le leanEvent
+	if scanEvent(b, &le) {
+		return convert(&le.w)
+	}
+	return decodeJSON(b)
+}
+
+// decodeJSON is Decode with encoding/json alone (the reference the lean
+// scanner is checked against).
+func decodeJSON(b []byte) (Event, error) {
 	var w wireEvent
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Event{}, fmt.Errorf("malformed ARI event JSON: %w", err)
 	}
+	return convert(&w)
+}
+
+func convert(w *wireEvent) (Event, error) {
 	if w.Type == "" {
 		return Event{}, errors.New("ARI event has no type")
 	}

@@ -162,7 +162,8 @@ func chanEqual(a, b *Channel) bool {
 		return a == b
 	}
 	if a.ID != b.ID || a.Name != b.Name || a.State != b.State || a.AccountCode != b.AccountCode ||
-		a.Context != b.Context || a.Exten != b.Exten || !a.CreationTime.Equal(b.CreationTime) || len(a.Vars) != len(b.Vars) {
+		a.Context != b.Context || a.Exten != b.Exten || a.AppName != b.AppName || a.AppData != b.AppData ||
+		!a.CreationTime.Equal(b.CreationTime) || len(a.Vars) != len(b.Vars) || (a.Vars == nil) != (b.Vars == nil) {
 		return false
 	}
 	for k, v := range a.Vars {
@@ -209,6 +210,47 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal("accepted Dial without peer id")
 		}
 	})
+}
+
+// FuzzDecodeLeanMatchesJSON: Decode (the lean scanner, falling back to
+// encoding/json) gives exactly what encoding/json alone gives: the same
+// event or the same error, for any input.
+func FuzzDecodeLeanMatchesJSON(f *testing.F) {
+	for _, l := range traceLines(f) {
+		f.Add(l)
+	}
+	for _, s := range []string{
+		`{"type":"X","timestamp":"2026-11-27T14:30:57.813+0300","type":null,"cause":null,"cause":-0}`,
+		`{"type":"ChannelVarset","timestamp":"2026-11-27T14:30:57.813+0000","channel":{"id":"a","name":"x"},"channel":{"id":"b"}}`,
+		`{"TYPE":"Dial","timestamp":"2026-11-27T14:30:57.813+0000"}`,
+		`{"type":"Dial\u0041","timestamp":"2026-11-27T14:30:57.813+0000","x":[1,2e5,-0.5,{"a":[true,false,null]}]}`,
+		`{"type":"ChannelCreated","timestamp":"2026-11-27T14:30:57.813+0000","channel":{"id":"1","channelvars":{"A":"1","A":null,"B":"é"}}}`,
+		`{"type":"ChannelDestroyed","timestamp":"2026-11-27T14:30:57.813+0000","cause":1e1,"channel":{"id":"1"}}`,
+		`{"type":"T","timestamp":"2026-11-27T14:30:57.813+0000"} x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gerr := Decode(b)
+		want, werr := decodeJSON(b)
+		if (gerr == nil) != (werr == nil) || gerr != nil && gerr.Error() != werr.Error() {
+			t.Fatalf("Decode error %v, encoding/json %v", gerr, werr)
+		}
+		if gerr == nil && !eventEqual(got, want) {
+			t.Fatalf("Decode %+v\nencoding/json %+v", got, want)
+		}
+	})
+}
+
+// TestLeanPathTaken: every recorded event goes through the lean scanner
+// (encoding/json is only the fallback).
+func TestLeanPathTaken(t *testing.T) {
+	for i, l := range traceLines(t) {
+		var le leanEvent
+		if !scanEvent(l, &le) {
+			t.Fatalf("line %d falls back to encoding/json:\n%s", i, l)
+		}
+	}
 }
 
 func benchLines(b *testing.B, decode func([]byte) error) {

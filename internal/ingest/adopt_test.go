@@ -322,3 +322,31 @@ func TestStartReadsSeedAndReportsAtOnce(t *testing.T) {
 		t.Fatalf("snapshot after reconciling %+v: want connected and empty (the call is not live in the double)", second)
 	}
 }
+
+// TestStartingTrackerDoesNotTakeUpAsAnswer: a new process that reads an
+// event of a call already up before its first reconcile (here its hangup)
+// does not take that event's time as the answer: estimated, at creation.
+func TestStartingTrackerDoesNotTakeUpAsAnswer(t *testing.T) {
+	evs := loadTrace(t, "two_leg_dial")
+	const billedCh = "1795789857.19"
+	var destroyed ari.Event
+	for _, ev := range evs {
+		if ev.Type == ari.ChannelDestroyed && ev.Channel.ID == billedCh {
+			destroyed = ev
+		}
+	}
+	tr := NewTracker("n1", defaultAttr)
+	tr.Starting()
+	var ended *call.Event
+	for _, e := range tr.Handle(destroyed) {
+		if e.Kind == call.Ended && e.Channel == billedCh {
+			ended = &e
+		}
+	}
+	if ended == nil || ended.AnsweredAt == nil {
+		t.Fatalf("no answered ended message for %s", billedCh)
+	}
+	if !ended.AnswerEstimated || !ended.AnsweredAt.Equal(destroyed.Channel.CreationTime) {
+		t.Errorf("answer %v (estimated %v), want the creation %v flagged estimated", ended.AnsweredAt, ended.AnswerEstimated, destroyed.Channel.CreationTime)
+	}
+}

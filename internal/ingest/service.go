@@ -194,7 +194,11 @@ func (s *Service) Run(ctx context.Context) error {
 	defer s.alertWG.Wait()
 	defer s.authWG.Wait()
 	defer s.stopAlertTimer()
-	s.ariDown(ctx, time.Now()) // until the first connection
+	started := time.Now()
+	s.ariDown(ctx, started) // until the first connection
+	s.mu.Lock()
+	s.tr.Starting()
+	s.mu.Unlock()
 	if s.Node() != "" {
 		// Before anything else: what the previous process billed, and a
 		// snapshot that says this node is alive (and still has those calls).
@@ -357,22 +361,33 @@ func (s *Service) publish(ctx context.Context, out []call.Event) {
 	}
 }
 
+// snapshotLoop publishes a snapshot every interval; one that fails (NATS
+// away) is retried every snapshotRetry until it goes out, so the node
+// reports the moment NATS is back rather than an interval later.
 func (s *Service) snapshotLoop(ctx context.Context) {
 	t := time.NewTicker(s.o.SnapshotInterval)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.PublishSnapshot()
+		case <-retry.C:
+		}
+		if !s.PublishSnapshot() {
+			retry.Reset(min(snapshotRetry, s.o.SnapshotInterval))
 		}
 	}
 }
 
+const snapshotRetry = 100 * time.Millisecond
+
 // PublishSnapshot publishes the live billed calls on core NATS now, in
-// parts of at most SnapshotPartCalls calls.
-func (s *Service) PublishSnapshot() {
+// parts of at most SnapshotPartCalls calls; false if it could not.
+func (s *Service) PublishSnapshot() bool {
 	s.mu.Lock()
 	snap := s.tr.Snapshot(time.Now())
 	snap.Connected = snap.Connected && s.up
@@ -381,7 +396,7 @@ func (s *Service) PublishSnapshot() {
 	s.estOut = len(est) > 0
 	s.mu.Unlock()
 	if snap.Node == "" || s.nc == nil {
-		return
+		return true
 	}
 	if sendEst {
 		b, err := json.Marshal(estimatedAnswers{Schema: call.Schema, Node: snap.Node, At: snap.At, AnswerEstimated: est})
@@ -402,11 +417,12 @@ func (s *Service) PublishSnapshot() {
 			err = s.nc.Publish(subj, b)
 		}
 		if err != nil {
-			s.log.Warn("cannot publish node snapshot", "part", part.Part, "parts", part.Parts, "calls", len(part.Calls), "bytes", len(b), "err", err)
-			return
+			s.log.Warn("cannot publish node snapshot; retrying", "part", part.Part, "parts", part.Parts, "calls", len(part.Calls), "bytes", len(b), "err", err)
+			return false
 		}
 	}
 	s.snapshots.Add(1)
+	return true
 }
 
 // SplitSnapshot cuts s into parts of at most per calls, numbered 1..n with

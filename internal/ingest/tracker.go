@@ -127,7 +127,9 @@ type Tracker struct {
 	// exactUp is true while Handle applies an event whose "Up" state is the
 	// answer itself (ChannelStateChange, ChannelCreated).
 	exactUp bool
-	stats   TrackerStats
+	// starting is set from Starting until the first Reconcile.
+	starting bool
+	stats    TrackerStats
 	// OnInvalid, if set, is told about each channel with a bad project id.
 	OnInvalid func(channel, project string)
 	// OnLateProject, if set, is told when the attribution variable of an
@@ -167,7 +169,7 @@ func (t *Tracker) Live() int { return len(t.chans) }
 // Handle applies one event and returns the messages it causes.
 func (t *Tracker) Handle(ev ari.Event) []call.Event {
 	if !t.fixed && ev.AsteriskID != "" {
-		t.node = ev.AsteriskID
+		t.node = keep(t.node, ev.AsteriskID)
 	}
 	var out []call.Event
 	t.exactUp = ev.Type == ari.ChannelStateChange || ev.Type == ari.ChannelCreated
@@ -199,7 +201,11 @@ func (t *Tracker) Handle(ev ari.Event) []call.Event {
 			if c.vars == nil {
 				c.vars = map[string]string{}
 			}
-			c.vars[ev.Variable] = ev.Value
+			k := ev.Variable
+			if _, ok := c.vars[k]; !ok {
+				k = strings.Clone(k)
+			}
+			c.vars[k] = keep(c.vars[k], ev.Value)
 		}
 		t.evaluate(c.g, ev.Timestamp, &out)
 	case ari.ChannelDestroyed:
@@ -210,7 +216,7 @@ func (t *Tracker) Handle(ev ari.Event) []call.Event {
 		if c == nil {
 			return nil
 		}
-		c.cause, c.causeTxt = ev.Cause, ev.CauseTxt
+		c.cause, c.causeTxt = ev.Cause, keep(c.causeTxt, ev.CauseTxt)
 		t.evaluate(c.g, ev.Timestamp, &out)
 		t.end(c, ev.Timestamp, false, &out)
 	default:
@@ -234,7 +240,7 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	}
 	c := t.chans[s.ID]
 	if c == nil {
-		c = &channel{id: s.ID, created: s.CreationTime, g: &group{}}
+		c = &channel{id: strings.Clone(s.ID), created: s.CreationTime, g: &group{}}
 		if c.created.IsZero() {
 			c.created = at
 		}
@@ -251,20 +257,24 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	if at.After(c.lastSeen) {
 		c.lastSeen = at
 	}
-	c.state, c.acct = s.State, s.AccountCode
+	c.state, c.acct = keep(c.state, s.State), keep(c.acct, s.AccountCode)
 	if s.Context != "" || s.Exten != "" {
-		c.context, c.exten = s.Context, s.Exten
+		c.context, c.exten = keep(c.context, s.Context), keep(c.exten, s.Exten)
 	}
 	if len(s.Vars) > 0 {
 		if c.vars == nil {
 			c.vars = make(map[string]string, len(s.Vars))
 		}
 		for k, v := range s.Vars {
-			c.vars[k] = v
+			old, ok := c.vars[k]
+			if !ok {
+				k = strings.Clone(k)
+			}
+			c.vars[k] = keep(old, v)
 		}
 	}
 	if s.Name != "" && c.name != s.Name {
-		c.name = s.Name
+		c.name = strings.Clone(s.Name)
 		t.joinLocal(c, at, out)
 	}
 	if id := c.vars[LinkedIDVar]; id != "" {
@@ -279,7 +289,7 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	}
 	if s.State == "Up" && c.upAt.IsZero() {
 		c.upAt = at
-		if !t.connected && !t.exactUp {
+		if (!t.connected || t.starting) && !t.exactUp {
 			// The answer fell in an ARI gap: this event only shows the
 			// channel already Up. It was answered after it was last seen
 			// (and after the disconnect): the earliest such time, flagged.
@@ -293,6 +303,24 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 		}
 	}
 	return c
+}
+
+// channelStates are Asterisk's channel states, kept without a copy.
+var channelStates = [...]string{"", "Up", "Down", "Ring", "Ringing", "Rsrvd", "OffHook", "Dialing", "Busy", "Dialing Offhook", "Pre-ring", "Unknown"}
+
+// keep returns s for a field whose value was old: old itself when equal,
+// else a copy of s. Decoded events share the memory of their websocket frame
+// (ari.Decode); a tracked channel must not keep whole frames alive.
+func keep(old, s string) string {
+	if old == s {
+		return old
+	}
+	for _, st := range channelStates {
+		if s == st {
+			return st // the constant, not the frame's bytes
+		}
+	}
+	return strings.Clone(s)
 }
 
 // localBase returns "Local/x@ctx-0000000a" for a Local half, "" otherwise.
@@ -683,6 +711,11 @@ func msgID(e *call.Event) string {
 	return e.MsgID()
 }
 
+// Starting tells a new tracker that calls may already be up: until the
+// first Reconcile, an event that shows a channel Up without being its
+// answer (ChannelStateChange) gives an estimated answer, not an exact one.
+func (t *Tracker) Starting() { t.starting = true }
+
 // Disconnected records that the websocket dropped at `at`: events are
 // lost until Reconcile.
 func (t *Tracker) Disconnected(at time.Time) {
@@ -763,6 +796,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 		groups = append(groups, c.g)
 	}
 	t.seed, t.seedAt, t.seedEst = nil, time.Time{}, nil
+	t.starting = false
 	for _, g := range groups {
 		if len(g.members) > 0 && g.members[0].g == g {
 			t.evaluate(g, at, &out)
