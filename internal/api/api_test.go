@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,24 +28,6 @@ import (
 var _ Store = (*ledger.Ledger)(nil)
 
 const testToken = "tok-9f8e7d6c5b4a-minuted-admin"
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type clock struct{ ns atomic.Int64 }
 
@@ -76,7 +57,7 @@ type env struct {
 	redis  *testutil.Redis
 	clock  *clock
 	reg    *prometheus.Registry
-	logBuf *syncBuffer
+	logBuf *testutil.LogBuffer
 }
 
 type fakeAlerts struct{ alerts []alert.Alert }
@@ -95,7 +76,7 @@ func newEnv(t *testing.T, mod func(*Options)) *env {
 	t.Helper()
 	r := testutil.StartRedis(t)
 	e := &env{redis: r, clock: newClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
-		reg: prometheus.NewRegistry(), logBuf: &syncBuffer{}}
+		reg: prometheus.NewRegistry(), logBuf: &testutil.LogBuffer{}}
 	e.led = ledger.New(r.Client(t), ledger.Options{Prefix: "t", Now: e.clock.Now})
 	o := Options{
 		Store: e.led, Token: testToken, Registry: e.reg, Now: e.clock.Now,

@@ -1,10 +1,8 @@
 package stream
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,28 +13,7 @@ import (
 	"github.com/minuted/minuted/internal/testutil"
 )
 
-// logBuffer is a goroutine-safe log sink for asserting on log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLogger() (*slog.Logger, *logBuffer) {
-	lb := &logBuffer{}
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
-}
+func newLogger() (*slog.Logger, *testutil.LogBuffer) { return testutil.NewLogger() }
 
 func testNATSConfig() config.NATSConfig {
 	c := config.Default().NATS
