@@ -28,6 +28,7 @@ func registerMetrics(a *App) {
 		counter("ingest_estimated_total", "Calls whose end had to be estimated.", func() float64 { return float64(s().Tracker.Estimated) })
 		counter("ingest_hangups_total", "Channels hung up on bill's request.", func() float64 { return float64(s().Hangups) })
 		gauge("ari_connected", "1 while the ARI websocket is up and reconciled.", func() float64 { return b2f(a.ing.Connected()) })
+		gauge("ari_frame_queue", "ARI frames read from the websocket, not yet processed (unbounded; logged at 10k/100k/1M).", func() float64 { return float64(s().FrameQueue) })
 		p := a.pub.Stats
 		counter("nats_published_total", "Messages acknowledged by JetStream.", func() float64 { return float64(p().Published) })
 		counter("nats_publish_retries_total", "Messages sent again after a NATS failure.", func() float64 { return float64(p().Retried) })

@@ -76,6 +76,8 @@ type Listener struct {
 	queue  []Message
 	signal chan struct{}
 	closed bool
+	level  int // index in queueLevels of the depth last logged
+	peak   int // deepest queue seen
 
 	statsMu    sync.Mutex
 	reconnects int64
@@ -167,10 +169,33 @@ func (l *Listener) Pending() int {
 	return len(l.queue)
 }
 
+// PeakPending is the deepest the queue has been.
+func (l *Listener) PeakPending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peak
+}
+
+// queueLevels are the queue depths that are logged when passed (the queue
+// is unbounded in count: a bound would stall Asterisk, which then drops
+// the socket and the events with it).
+var queueLevels = [...]int{0, 10_000, 100_000, 1_000_000}
+
 func (l *Listener) push(m Message) {
 	l.mu.Lock()
 	l.queue = append(l.queue, m)
+	n := len(l.queue)
+	l.peak = max(l.peak, n)
+	up := l.level+1 < len(queueLevels) && n >= queueLevels[l.level+1]
+	if up {
+		l.level++
+	}
+	level := l.level
 	l.mu.Unlock()
+	if up {
+		l.log.Warn("ARI frame queue is deep: ingest processes events slower than Asterisk sends them (nothing is lost; memory grows)",
+			"frames", n, "passed", queueLevels[level])
+	}
 	select {
 	case l.signal <- struct{}{}:
 	default:
@@ -184,8 +209,7 @@ func (l *Listener) Next(ctx context.Context) ([]Message, error) {
 	for {
 		l.mu.Lock()
 		if len(l.queue) > 0 {
-			q := l.queue
-			l.queue = nil
+			q := l.take()
 			l.mu.Unlock()
 			return q, nil
 		}
@@ -206,8 +230,17 @@ func (l *Listener) Next(ctx context.Context) ([]Message, error) {
 func (l *Listener) TryNext() []Message {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.take()
+}
+
+// take empties the queue (l.mu held), logging when it was deep.
+func (l *Listener) take() []Message {
 	q := l.queue
 	l.queue = nil
+	if l.level > 0 {
+		l.log.Info("ARI frame queue drained", "frames_taken", len(q), "was_above", queueLevels[l.level])
+		l.level = 0
+	}
 	return q
 }
 
@@ -318,8 +351,13 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout)) }
 	extend()
 	conn.SetPongHandler(func(string) error { extend(); return nil })
+	var buf bytes.Buffer // reused: each frame is then copied once, at its size
 	for {
-		typ, data, err := conn.ReadMessage()
+		typ, r, err := conn.NextReader()
+		if err == nil {
+			buf.Reset()
+			_, err = buf.ReadFrom(r)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return "minuted stopping"
@@ -330,6 +368,7 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 		if typ != websocket.TextMessage {
 			continue
 		}
+		data := bytes.Clone(buf.Bytes())
 		if isReplaced(data) {
 			l.log.Warn("ARI application replaced: another client opened a websocket with the same app name, so this one receives nothing more; closing and reconnecting (give each listener its own ari.application)",
 				"application", l.opts.ARI.Application)

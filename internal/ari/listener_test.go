@@ -1,7 +1,10 @@
 package ari
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,5 +110,31 @@ func TestClientREST(t *testing.T) {
 	c.Password = "wrong"
 	if _, err := NewClient(c, nil).ListChannels(ctx); err == nil {
 		t.Fatal("wrong password accepted")
+	}
+}
+
+// TestQueueDepthLogged: the frame queue stays unbounded but says so in the
+// log when it passes 10,000 frames, and again once drained.
+func TestQueueDepthLogged(t *testing.T) {
+	var logs bytes.Buffer
+	l, err := NewListener(ListenerOptions{ARI: config.ARIConfig{URL: "http://127.0.0.1:1/ari", Application: "q"},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10_500 {
+		l.push(Message{Kind: Frame, Data: []byte{byte(i)}})
+	}
+	if l.Pending() != 10_500 || l.PeakPending() != 10_500 {
+		t.Fatalf("pending %d, peak %d: the queue must keep every frame", l.Pending(), l.PeakPending())
+	}
+	if n := strings.Count(logs.String(), "ARI frame queue is deep"); n != 1 || !strings.Contains(logs.String(), "passed=10000") {
+		t.Fatalf("want one warning at 10000 frames, log:\n%s", logs.String())
+	}
+	if q := l.TryNext(); len(q) != 10_500 {
+		t.Fatalf("took %d frames", len(q))
+	}
+	if !strings.Contains(logs.String(), "ARI frame queue drained") || l.Pending() != 0 || l.PeakPending() != 10_500 {
+		t.Fatalf("drain not logged or counters wrong (pending %d, peak %d):\n%s", l.Pending(), l.PeakPending(), logs.String())
 	}
 }

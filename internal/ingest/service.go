@@ -79,6 +79,9 @@ type Stats struct {
 	AlertErrors    int64 // failed alert publish attempts (retried)
 	Auth           AuthStats
 	Tracker        TrackerStats
+	// FrameQueue is the number of ARI frames read but not yet processed,
+	// FrameQueuePeak the most there ever were (logged at 10k/100k/1M).
+	FrameQueue, FrameQueuePeak int
 }
 
 // Service is the ingest role of one Asterisk.
@@ -93,6 +96,7 @@ type Service struct {
 	tr *Tracker
 	up bool
 
+	lis    atomic.Pointer[ari.Listener]
 	seeded bool // the node's last snapshot was read (or found absent)
 	estOut bool // the last list on EstimatedSubject was not empty
 
@@ -156,7 +160,12 @@ func (s *Service) Stats() Stats {
 	s.mu.Lock()
 	ts := s.tr.Stats()
 	s.mu.Unlock()
+	var fq, fqPeak int
+	if l := s.lis.Load(); l != nil {
+		fq, fqPeak = l.Pending(), l.PeakPending()
+	}
 	return Stats{
+		FrameQueue: fq, FrameQueuePeak: fqPeak,
 		EventsReceived: s.received.Load(), DecodeErrors: s.decodeErr.Load(), DeadLettered: s.dead.Load(),
 		Published: s.published.Load(), PublishErrors: s.pubErr.Load(), Reconnects: s.reconnects.Load(),
 		Reconciles: s.reconciles.Load(), Snapshots: s.snapshots.Load(), Hangups: s.hangups.Load(),
@@ -189,6 +198,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	s.lis.Store(l)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer s.alertWG.Wait()
