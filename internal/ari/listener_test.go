@@ -56,11 +56,13 @@ func startSim(t *testing.T) (*sim.Server, config.ARIConfig) {
 // reconnect (it logs the replacement) instead of staying deaf.
 func TestListenerReconnectAndReplaced(t *testing.T) {
 	s, c := startSim(t)
-	l, err := NewListener(ListenerOptions{ARI: c, PingInterval: 200 * time.Millisecond})
+	// Pings every 2 s: a busy CI machine must not make the read deadline
+	// drop the socket on its own (that is an extra Disconnected).
+	l, err := NewListener(ListenerOptions{ARI: c, PingInterval: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	go func() { _ = l.Run(ctx) }()
 	expect := func(kinds ...MessageKind) {
@@ -73,11 +75,9 @@ func TestListenerReconnectAndReplaced(t *testing.T) {
 			if ms[0].Kind != k {
 				t.Fatalf("got %v (%s), want %v", ms[0].Kind, ms[0].Reason, k)
 			}
-			for _, m := range ms[1:] {
-				l.mu.Lock()
-				l.queue = append([]Message{m}, l.queue...)
-				l.mu.Unlock()
-			}
+			l.mu.Lock()
+			l.queue = append(append([]Message(nil), ms[1:]...), l.queue...) // put the rest back, in order
+			l.mu.Unlock()
 		}
 	}
 	expect(Connected)
