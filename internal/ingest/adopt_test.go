@@ -15,6 +15,7 @@ import (
 	"github.com/minuted/minuted/internal/ari"
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/sim"
+	"github.com/minuted/minuted/internal/testutil"
 )
 
 // liveAt is what GET /channels shows after the first n events: the last
@@ -284,7 +285,7 @@ func TestStartReadsSeedAndReportsAtOnce(t *testing.T) {
 	const node = "n-seed"
 	answered := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
 	snaps := make(chan call.Snapshot, 16)
-	startHarnessWith(t, sim.Options{}, func(o *Options, js jetstream.JetStream) {
+	h := startHarnessWith(t, sim.Options{}, func(o *Options, js jetstream.JetStream) {
 		o.Node, o.JS, o.SnapshotInterval = node, js, time.Hour
 		prev := call.Snapshot{Schema: call.Schema, Node: node, At: answered.Add(30 * time.Second), Connected: true,
 			Calls: []call.LiveCall{{Channel: "1795789857.19", Project: "proj-a", AnsweredAt: &answered}}}
@@ -320,6 +321,16 @@ func TestStartReadsSeedAndReportsAtOnce(t *testing.T) {
 	second := next()
 	if !second.Connected || len(second.Calls) != 0 {
 		t.Fatalf("snapshot after reconciling %+v: want connected and empty (the call is not live in the double)", second)
+	}
+	// The call hung up while no ingest watched: it ends, estimated, when
+	// the previous process last saw it alive.
+	var ended call.Event
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		ended = h.calls(t)[node+"/1795789857.19/ended"]
+		return ended.EndedAt != nil
+	}, "the vanished seeded call ended")
+	if !ended.Estimated || ended.Project != "proj-a" || !ended.EndedAt.Equal(answered.Add(30*time.Second)) || ended.TalkMS != 30000 {
+		t.Errorf("ended %+v: want estimated at the snapshot's time, proj-a, 30 s of talk", ended)
 	}
 }
 

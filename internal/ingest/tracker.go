@@ -15,8 +15,10 @@
 //     each that is still live is adopted as that billed call, with the
 //     exact project and answer time it listed (flagged estimated only if
 //     the previous process had estimated it, see EstimatedSubject), and no
-//     other channel of its group is billed. Listed channels no longer live
-//     are left to bill, which closes them at their last listing.
+//     other channel of its group is billed. A listed channel no longer live
+//     hung up while nobody watched (its own ended may have been lost with
+//     the previous process's publish buffer): it ends, estimated, at the
+//     snapshot's time.
 //  3. Any other live channel is attributed by the normal rules only when
 //     that is unambiguous: a leg created by Dial()/Queue() (dialplan app
 //     AppDial/AppQueue, data "(Outgoing Line)", which Asterisk shows for the
@@ -795,6 +797,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 		}
 		groups = append(groups, c.g)
 	}
+	out = t.endVanishedSeed(seen, out)
 	t.seed, t.seedAt, t.seedEst = nil, time.Time{}, nil
 	t.starting = false
 	for _, g := range groups {
@@ -838,6 +841,37 @@ func (t *Tracker) applySeed(c *channel, s *ari.Channel, lc call.LiveCall) {
 	if lc.AnsweredAt != nil {
 		c.upAt, c.upEstimated, c.seedAnswered = lc.AnsweredAt.UTC(), t.seedEst[c.id], true
 	}
+}
+
+// endVanishedSeed ends the seeded calls that are no longer live: they hung
+// up while no ingest watched (their own ended may have died with the
+// previous process's publish buffer). They end estimated at the seed's
+// time, the last moment they were known alive.
+func (t *Tracker) endVanishedSeed(live map[string]bool, out []call.Event) []call.Event {
+	var ids []string
+	for id := range t.seed {
+		if _, dead := t.gone[id]; !live[id] && !dead && t.chans[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		lc := t.seed[id]
+		end := t.seedAt
+		e := call.Event{Schema: call.Schema, Kind: call.Ended, Node: t.node, Channel: id, Project: lc.Project,
+			CreatedAt: end, EndedAt: &end, Estimated: true}
+		if lc.AnsweredAt != nil {
+			up := call.UTCms(*lc.AnsweredAt)
+			e.AnsweredAt, e.CreatedAt, e.AnswerEstimated = &up, up, t.seedEst[id]
+			if end.Before(up) {
+				e.EndedAt = &up
+			}
+			e.TalkMS = e.Talk()
+		}
+		t.stats.Estimated++
+		out = append(out, e)
+	}
+	return out
 }
 
 // SeedEstimatedAnswers tells the tracker which seeded calls had an
