@@ -97,7 +97,9 @@ type Service struct {
 	up bool
 
 	lis    atomic.Pointer[ari.Listener]
-	seeded bool // the node's last snapshot was read (or found absent)
+	// seedDone: the node's last snapshot was read, found absent, or given
+	// up on; no snapshot is published before (it would replace it).
+	seedDone atomic.Bool
 	estOut bool // the last list on EstimatedSubject was not empty
 
 	received, decodeErr, dead, published, pubErr atomic.Int64
@@ -209,18 +211,19 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.tr.Starting()
 	s.mu.Unlock()
-	if s.Node() != "" {
-		// Before anything else: what the previous process billed, and a
-		// snapshot that says this node is alive (and still has those calls).
-		if s.loadSeed(ctx) {
-			s.PublishSnapshot()
-		}
-	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = l.Run(ctx) }()
 	go func() { defer wg.Done(); s.snapshotLoop(ctx) }()
 	defer wg.Wait()
+	if s.Node() != "" {
+		// First what the previous process billed, then a snapshot that
+		// says this node is alive and still has those calls (the snapshot
+		// loop holds its snapshots until then: one published before would
+		// replace the stored list). Frames queue meanwhile.
+		s.loadSeedRetry(ctx)
+		s.PublishSnapshot()
+	}
 	var sub *nats.Subscription
 	defer func() {
 		if sub != nil {
@@ -256,8 +259,8 @@ func (s *Service) Run(ctx context.Context) error {
 				if !ok {
 					return nil
 				}
-				if !s.seeded {
-					s.loadSeed(ctx) // the node id was only just learnt
+				if !s.seedDone.Load() {
+					s.loadSeedRetry(ctx) // the node id was only just learnt
 				}
 				if sub == nil {
 					sub = s.subscribeControl(ctx)
@@ -398,6 +401,9 @@ const snapshotRetry = 100 * time.Millisecond
 // PublishSnapshot publishes the live billed calls on core NATS now, in
 // parts of at most SnapshotPartCalls calls; false if it could not.
 func (s *Service) PublishSnapshot() bool {
+	if !s.seedDone.Load() && s.o.JS != nil {
+		return false
+	}
 	s.mu.Lock()
 	snap := s.tr.Snapshot(time.Now())
 	snap.Connected = snap.Connected && s.up
@@ -453,19 +459,35 @@ func SplitSnapshot(s call.Snapshot, per int) []call.Snapshot {
 	return out
 }
 
+// seedWait bounds how long a starting ingest waits for NATS to read its
+// node's last snapshot before it goes on without (and reports again).
+const seedWait = 10 * time.Second
+
+// loadSeedRetry calls loadSeed, with short attempts, until it succeeds or
+// seedWait has passed (NATS away at start-up: the calls are then adopted by
+// the rules for unknown channels).
+func (s *Service) loadSeedRetry(ctx context.Context) {
+	defer s.seedDone.Store(true)
+	deadline := time.Now().Add(seedWait)
+	for !s.loadSeed(ctx) && time.Now().Before(deadline) {
+		if !ari.SleepCtx(ctx, snapshotRetry) {
+			return
+		}
+	}
+}
+
 // loadSeed reads the node's last snapshot back from the NODES stream and
 // seeds the tracker with it (see Tracker.Seed). Only the last message of
 // the subject is kept, so of a snapshot sent in parts only its last part
 // is found: the other calls are adopted by the rules for unknown channels.
-// It reports false when the stream could not be read (an empty snapshot
-// published then would overwrite the one still stored).
+// It reports false when the stream could not be read (a snapshot
+// published then would replace the one still stored).
 func (s *Service) loadSeed(ctx context.Context) bool {
 	node := s.Node()
 	if node == "" || s.o.JS == nil {
-		return s.o.JS == nil
+		return true // nothing to read
 	}
-	s.seeded = true
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	st, err := s.o.JS.Stream(ctx, call.NodesStream)
 	var m *jetstream.RawStreamMsg
