@@ -96,11 +96,11 @@ type Service struct {
 	tr *Tracker
 	up bool
 
-	lis    atomic.Pointer[ari.Listener]
+	lis atomic.Pointer[ari.Listener]
 	// seedDone: the node's last snapshot was read, found absent, or given
 	// up on; no snapshot is published before (it would replace it).
 	seedDone atomic.Bool
-	estOut bool // the last list on EstimatedSubject was not empty
+	estOut   bool // the last list on EstimatedSubject was not empty
 
 	received, decodeErr, dead, published, pubErr atomic.Int64
 	reconnects, reconciles, snapshots            atomic.Int64
