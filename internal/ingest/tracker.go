@@ -269,10 +269,13 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 		}
 		for k, v := range s.Vars {
 			old, ok := c.vars[k]
-			if !ok {
-				k = strings.Clone(k)
+			switch {
+			case ok && old == v: // the usual case: nothing changed
+			case ok:
+				c.vars[k] = keep(old, v)
+			default:
+				c.vars[strings.Clone(k)] = keep("", v)
 			}
-			c.vars[k] = keep(old, v)
 		}
 	}
 	if s.Name != "" && c.name != s.Name {
