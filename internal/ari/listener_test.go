@@ -86,6 +86,11 @@ func TestListenerReconnectAndReplaced(t *testing.T) {
 	if l.Reconnects() != 1 {
 		t.Fatalf("reconnects %d", l.Reconnects())
 	}
+	// Only once the double has registered l's new socket may a second
+	// listener replace it (else the double sees l2 first and replaces it).
+	if err := s.WaitApp(ctx, c.Application); err != nil {
+		t.Fatal(err)
+	}
 	l2, _ := NewListener(ListenerOptions{ARI: c})
 	ctx2, cancel2 := context.WithCancel(ctx)
 	go func() { _ = l2.Run(ctx2) }()
