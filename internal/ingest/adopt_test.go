@@ -361,3 +361,24 @@ func TestStartingTrackerDoesNotTakeUpAsAnswer(t *testing.T) {
 		t.Errorf("answer %v (estimated %v), want the creation %v flagged estimated", ended.AnsweredAt, ended.AnswerEstimated, destroyed.Channel.CreationTime)
 	}
 }
+
+// TestSnapshotAsSoonAsNATSIsBack: snapshots that fail while NATS is away
+// are not left for the next interval: the node reports the moment the
+// connection is back (a process killed just after an outage has then said
+// which calls it still had).
+func TestSnapshotAsSoonAsNATSIsBack(t *testing.T) {
+	h := startHarnessWith(t, sim.Options{}, func(o *Options, js jetstream.JetStream) {
+		o.Node, o.SnapshotInterval = "n-back", 2*time.Second
+	})
+	before := h.svc.Stats().Snapshots
+	testutil.Eventually(t, 5*time.Second, func() bool { return h.svc.Stats().Snapshots > before }, "a first snapshot")
+	h.ns.Stop()
+	time.Sleep(2500 * time.Millisecond) // one interval's snapshot fails
+	failed := h.svc.Stats().Snapshots
+	h.ns.Start(t)
+	back := time.Now()
+	testutil.Eventually(t, 5*time.Second, func() bool { return h.svc.Stats().Snapshots > failed }, "a snapshot after NATS came back")
+	if d := time.Since(back); d > time.Second {
+		t.Errorf("first snapshot %v after NATS came back; want well under the 2 s interval", d)
+	}
+}

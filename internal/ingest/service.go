@@ -375,20 +375,31 @@ func (s *Service) publish(ctx context.Context, out []call.Event) {
 }
 
 // snapshotLoop publishes a snapshot every interval; one that fails (NATS
-// away) is retried every snapshotRetry until it goes out, so the node
-// reports the moment NATS is back rather than an interval later.
+// away) is retried every snapshotRetry until it goes out, and the moment
+// the NATS connection is back, so the node reports as soon as it can (a
+// process killed right after an outage has then told where its calls were).
 func (s *Service) snapshotLoop(ctx context.Context) {
 	t := time.NewTicker(s.o.SnapshotInterval)
 	defer t.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	var back chan nats.Status // NATS reconnected: report at once
+	if s.nc != nil {
+		back = s.nc.StatusChanged(nats.CONNECTED)
+		defer s.nc.RemoveStatusListener(back)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-retry.C:
+		case _, ok := <-back:
+			if !ok {
+				back = nil
+				continue
+			}
 		}
 		if !s.PublishSnapshot() {
 			retry.Reset(min(snapshotRetry, s.o.SnapshotInterval))
@@ -396,7 +407,7 @@ func (s *Service) snapshotLoop(ctx context.Context) {
 	}
 }
 
-const snapshotRetry = 100 * time.Millisecond
+const snapshotRetry = 50 * time.Millisecond
 
 // PublishSnapshot publishes the live billed calls on core NATS now, in
 // parts of at most SnapshotPartCalls calls; false if it could not.

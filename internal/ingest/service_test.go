@@ -20,6 +20,7 @@ import (
 )
 
 type harness struct {
+	ns  *testutil.NATS
 	sim *sim.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
@@ -43,7 +44,9 @@ func startHarnessWith(t *testing.T, so sim.Options, mod func(o *Options, js jets
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	ns := testutil.StartNATS(t)
-	nc, err := nats.Connect(ns.URL())
+	// As the app connects: reconnect forever, no reconnect buffer (a core
+	// publish while NATS is away fails instead of waiting in a buffer).
+	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +81,7 @@ func startHarnessWith(t *testing.T, so sim.Options, mod func(o *Options, js jets
 		}
 	})
 	testutil.Eventually(t, 5*time.Second, func() bool { return svc.Connected() && srv.Clients() == 1 }, "ingest connected")
-	return &harness{sim: srv, nc: nc, js: js, svc: svc}
+	return &harness{ns: ns, sim: srv, nc: nc, js: js, svc: svc}
 }
 
 // calls reads every CALLS message, keyed by msg id, failing on duplicates.
