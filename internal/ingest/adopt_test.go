@@ -382,3 +382,17 @@ func TestSnapshotAsSoonAsNATSIsBack(t *testing.T) {
 		t.Errorf("first snapshot %v after NATS came back; want well under the 2 s interval", d)
 	}
 }
+
+// TestAppendMoreKeepsTheBatch: frames queued behind a Connected message in
+// the same batch are kept, before the ones read while listing.
+func TestAppendMoreKeepsTheBatch(t *testing.T) {
+	batch := []ari.Message{{Kind: ari.Connected}, {Kind: ari.Frame, Data: []byte("a")}, {Kind: ari.Frame, Data: []byte("b")}}
+	got := appendMore(batch, []ari.Message{{Kind: ari.Frame, Data: []byte("c")}})
+	var s string
+	for _, m := range got[1:] {
+		s += string(m.Data)
+	}
+	if len(got) != 4 || got[0].Kind != ari.Connected || s != "abc" {
+		t.Fatalf("got %d messages, frames %q; want Connected then a, b, c", len(got), s)
+	}
+}

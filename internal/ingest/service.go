@@ -267,8 +267,7 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 				// Frames that arrived while listing are older than the
 				// list: apply them first, then reconcile.
-				more := l.TryNext()
-				batch = append(batch[:i+1:i+1], more...)
+				batch = appendMore(batch, l.TryNext())
 				j := i + 1
 				for ; j < len(batch) && batch[j].Kind == ari.Frame; j++ {
 					s.frame(ctx, batch[j].Data)
@@ -288,6 +287,14 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// appendMore adds the messages that arrived meanwhile after the whole
+// batch (a fresh array: the listener may reuse nothing of it). It once
+// kept only the batch up to the Connected message, so frames queued behind
+// it in the same batch (a consumer busy at reconnect) were dropped.
+func appendMore(batch, more []ari.Message) []ari.Message {
+	return append(batch[:len(batch):len(batch)], more...)
 }
 
 // listLive fetches the live channels, retrying until it works or ctx ends;
