@@ -103,11 +103,11 @@ func New(ctx context.Context, o Options) (a *App, err error) {
 		}
 	}
 	a = &App{o: o, cfg: o.Config, log: o.Logger, reg: o.Registry}
-	defer func() {
+	defer func(a *App) { // a, not the named result: a failed New returns nil
 		if err != nil {
 			a.Close()
 		}
-	}()
+	}(a)
 	if o.Demo {
 		if a.demo, err = startDemo(ctx, &a.cfg, a.log); err != nil {
 			return nil, err

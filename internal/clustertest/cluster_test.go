@@ -21,11 +21,12 @@ import (
 
 // TestClusterEndToEnd is internal/app's TestSyntheticWorkloadEndToEnd on
 // the cluster topology: ≥1,000 synthetic calls spread over three Asterisk
-// doubles, each with its own ingest instance, billed by two bill
-// instances: one exact CDR per answered call, every balance exact. It
+// doubles, each with its own `minuted ingest` process, billed by two
+// `minuted bill` processes, projects set up through a `minuted api`
+// process: one exact CDR per answered call, every balance exact. It
 // reports the throughput of the whole path (ARI event → CDR settled).
 func TestClusterEndToEnd(t *testing.T) {
-	tp := startTopo(t, topoOptions{ingest: 3, bill: 2})
+	tp := startTopo(t, topoOptions{ingest: 3, bill: 2, procs: true})
 	projects := tp.projects(t)
 	perNode := 334
 	if n := os.Getenv("MINUTED_CLUSTER_CALLS"); n != "" {
@@ -61,7 +62,7 @@ func TestClusterFailures(t *testing.T) {
 	// The production orphan_after: a call is closed as estimated only when
 	// its node has not listed it for 35 s (a NATS leader election stalls
 	// the consumer for seconds; see docs/deployment.md).
-	tp := startTopo(t, topoOptions{ingest: 3, bill: 2, mutate: func(c *config.Config) { c.Bill.OrphanAfter = config.Default().Bill.OrphanAfter }})
+	tp := startTopo(t, topoOptions{ingest: 3, bill: 2, procs: true, orphanAfter: config.Default().Bill.OrphanAfter})
 	projects := tp.projects(t)
 	ctx := context.Background()
 	tr := newTruth()

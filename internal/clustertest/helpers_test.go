@@ -33,9 +33,10 @@ const (
 	ariApp  = "minuted-cluster"
 )
 
-// topo is minuted spread over several instances (each an app.App with its
-// own NATS connection and Redis client, as separate processes would have)
-// on a 3-node NATS cluster and a 6-node Redis Cluster.
+// topo is minuted spread over several instances on a 3-node NATS cluster
+// and a 6-node Redis Cluster: real `minuted` processes (procs), or app.App
+// instances in the test process, each with its own NATS connection and
+// Redis client as separate processes would have (the fast smoke test).
 type topo struct {
 	nats *testutil.NATSCluster
 	rds  *testutil.RedisCluster
@@ -48,12 +49,127 @@ type topo struct {
 
 type topoOptions struct {
 	ingest, bill int
-	mutate       func(*config.Config)
+	// procs runs every instance as a `minuted ingest|bill|api` process
+	// built from ./cmd/minuted; otherwise they run in the test process.
+	procs bool
+	// orphanAfter is bill.orphan_after (default 10s).
+	orphanAfter time.Duration
 }
 
 func startTopo(t *testing.T, o topoOptions) *topo {
 	t.Helper()
+	if o.orphanAfter == 0 {
+		o.orphanAfter = 10 * time.Second
+	}
 	tp := &topo{nats: testutil.StartNATSCluster(t, 3), rds: testutil.StartRedisCluster(t)}
+	// Observers first: the test's own ledger and JetStream views.
+	tp.led = ledger.New(tp.rds.Client(t), ledger.Options{})
+	nc, err := nats.Connect(tp.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if tp.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	// The Asterisk doubles; they close after the instances stopped.
+	ctx := context.Background()
+	for i := range o.ingest {
+		s, err := sim.Start(ctx, sim.Options{Password: ariPass, WriteTimeout: 5 * time.Second, AsteriskID: nodeID(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		tp.sims = append(tp.sims, s)
+	}
+	if o.procs {
+		tp.startProcs(t, o)
+	} else {
+		tp.startInProcess(t, o)
+	}
+	for i, s := range tp.sims {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := s.WaitApp(wctx, appName(i, o.procs))
+		cancel()
+		if err != nil {
+			t.Fatalf("ingest-%d did not connect to its ARI double: %v", i+1, err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, func() bool { return tp.get(t, "/readyz", nil) == http.StatusOK }, "readyz")
+	return tp
+}
+
+// nodeID is the entity id of the i-th Asterisk double.
+func nodeID(i int) string { return fmt.Sprintf("02:fc:00:00:01:%02d", i+1) }
+
+// appName is the ARI application of the i-th ingest: one name per
+// Asterisk for processes (as configured per host), a shared one in process.
+func appName(i int, procs bool) string {
+	if procs {
+		return fmt.Sprintf("%s-%d", ariApp, i+1)
+	}
+	return ariApp
+}
+
+// procYAML is the processes' shared configuration file; the engines'
+// addresses, secrets and per-instance settings come from the environment.
+const procYAML = `nats:
+  replicas: 3
+ari:
+  username: minuted
+  application: ` + ariApp + `
+ingest:
+  snapshot_interval: 1s
+bill:
+  orphan_after: %s
+`
+
+// startProcs runs one `minuted api`, o.bill `minuted bill` and one
+// `minuted ingest` per ARI double as processes of the binary built from
+// ./cmd/minuted, configured like a deployment: a YAML file plus
+// environment variables. The test's cleanup stops them (SIGTERM, graceful
+// drain) before the engines go away, and fails if one exited on its own
+// or did not stop cleanly.
+func (tp *topo) startProcs(t *testing.T, o topoOptions) {
+	t.Helper()
+	bin := testutil.BuildMinuted(t)
+	cfg := filepath.Join(t.TempDir(), "minuted.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, procYAML, o.orphanAfter), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"MINUTED_NATS_URL=" + tp.nats.URL(), "MINUTED_REDIS_URL=" + tp.rds.URL(), "MINUTED_ADMIN_TOKEN=" + token}
+	start := func(name, role string, env ...string) *testutil.Proc {
+		p := testutil.StartProc(t, name, bin, []string{role, "-config", cfg}, append(env, common...))
+		tp.logs = append(tp.logs, p.LogPath)
+		return p
+	}
+	// Runs after every process's own cleanup (StartProc) stopped it, in
+	// reverse order: ingest first, then bill, then the API.
+	t.Cleanup(func() { tp.checkLogs(t) })
+	running := func(p *testutil.Proc) { p.WaitLog(t, `"msg":"minuted running"`, 45*time.Second) }
+	// The API first, alone: on a fresh cluster it creates the R3 streams.
+	// Several processes creating them at once hang in CreateOrUpdateStream
+	// until their 30 s start-up deadline (all but one; see the report of
+	// this change), so the others start once the streams exist.
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	running(start("api", "api", "MINUTED_HTTP_ADDR="+addr))
+	tp.url = "http://" + addr
+	var bills []*testutil.Proc
+	for i := range o.bill {
+		bills = append(bills, start(fmt.Sprintf("bill-%d", i+1), "bill"))
+	}
+	for i, s := range tp.sims {
+		start(fmt.Sprintf("ingest-%d", i+1), "ingest", "ARI_URL="+s.URL(), "ARI_USERNAME=minuted", "ARI_PASSWORD="+ariPass,
+			"ARI_APPLICATION="+appName(i, true), "MINUTED_NODE="+s.AsteriskID())
+	}
+	for _, p := range bills {
+		running(p)
+	}
+}
+
+// startInProcess runs the instances as app.App values in the test process.
+func (tp *topo) startInProcess(t *testing.T, o topoOptions) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	base := config.Default()
 	base.NATS.URL = tp.nats.URL()
@@ -64,10 +180,7 @@ func startTopo(t *testing.T, o topoOptions) *topo {
 	base.ARI.Application = ariApp
 	base.HTTP.AdminToken = token
 	base.Ingest.SnapshotInterval = time.Second
-	base.Bill.OrphanAfter = 10 * time.Second
-	if o.mutate != nil {
-		o.mutate(&base)
-	}
+	base.Bill.OrphanAfter = o.orphanAfter
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var runErrs []error
@@ -111,17 +224,6 @@ func startTopo(t *testing.T, o topoOptions) *topo {
 		}
 		tp.checkLogs(t)
 	})
-	// Observers first: the test's own ledger and JetStream views.
-	tp.led = ledger.New(tp.rds.Client(t), ledger.Options{})
-	nc, err := nats.Connect(tp.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if tp.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
-
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -131,25 +233,11 @@ func startTopo(t *testing.T, o topoOptions) *topo {
 	for i := range o.bill {
 		run(fmt.Sprintf("bill-%d", i+1), []string{app.RoleBill}, base, nil)
 	}
-	for i := range o.ingest {
-		s, err := sim.Start(ctx, sim.Options{Password: ariPass, WriteTimeout: 5 * time.Second,
-			AsteriskID: fmt.Sprintf("02:fc:00:00:01:%02d", i+1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		tp.sims = append(tp.sims, s)
+	for i, s := range tp.sims {
 		cfg := base
 		cfg.ARI.URL = s.URL()
 		run(fmt.Sprintf("ingest-%d", i+1), []string{app.RoleIngest}, cfg, nil)
 	}
-	for _, s := range tp.sims {
-		if err := s.WaitApp(ctx, ariApp); err != nil {
-			t.Fatal(err)
-		}
-	}
-	testutil.Eventually(t, 20*time.Second, func() bool { return tp.get(t, "/readyz", nil) == http.StatusOK }, "readyz")
-	return tp
 }
 
 // checkLogs fails the test if a secret reached a log, and on failure shows
@@ -336,6 +424,7 @@ func (tp *topo) verify(t *testing.T, tr *truth, timeout time.Duration) cdrStats 
 		if sum != pr.BalanceSeconds {
 			t.Errorf("project %s: ledger entries sum to %d, balance is %d", p, sum, pr.BalanceSeconds)
 		}
+		t.Logf("project %s: %d exact CDRs, balance %d s = top-ups %d − billed %d", p, len(seen), pr.BalanceSeconds, topup, tr.billed[p])
 	}
 	cs := tp.checkCDRStream(t, tr)
 	if cs.estimated > 0 {
