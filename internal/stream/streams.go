@@ -72,7 +72,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.NATSC
 	}
 	var errs []error
 	for _, sc := range scs {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := createOrUpdate(ctx, js, sc); err != nil {
 			hint := ""
 			if strings.Contains(err.Error(), "change storage type") {
 				hint = " (storage type cannot change in place: back up and delete the stream, or keep nats.storage as it was)"
@@ -164,4 +164,32 @@ func DeadLetterID(source string, data []byte) string {
 	h.Write([]byte{0})
 	h.Write(data)
 	return "dlq/" + source + "/" + hex.EncodeToString(h.Sum(nil))
+}
+
+// createOrUpdate creates or updates one stream, each attempt bounded: on a
+// fresh NATS cluster several instances starting at once can see a request
+// go unanswered while the first one creates the stream, so an attempt that
+// times out is tried again until ctx ends.
+func createOrUpdate(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := js.CreateOrUpdateStream(actx, sc)
+		cancel()
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// retryable: a timeout, no responders or a stream that another instance
+// created meanwhile (the next attempt updates it).
+func retryable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"errors"
+	"github.com/minuted/minuted/internal/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,28 @@ func TestDeadLetter(t *testing.T) {
 	}
 	if msgs[1].Subject() != "minuted.dlq.ari" || msgs[1].Headers().Get(HeaderSource) != "ari" {
 		t.Fatalf("second dead letter %s %v", msgs[1].Subject(), msgs[1].Headers())
+	}
+}
+
+// TestEnsureStreamsConcurrently: several instances starting at once on a
+// fresh server all get their streams.
+func TestEnsureStreamsConcurrently(t *testing.T) {
+	n := testutil.StartNATS(t)
+	ctx := testCtx(t, 30*time.Second)
+	errs := make(chan error, 6)
+	for range 6 {
+		go func() {
+			nc := n.Connect(t)
+			js, err := jetstream.New(nc)
+			if err == nil {
+				err = EnsureStreams(ctx, js, testNATSConfig())
+			}
+			errs <- err
+		}()
+	}
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Errorf("EnsureStreams: %v", err)
+		}
 	}
 }
