@@ -130,6 +130,12 @@ func (g *gapMonitor) run(ctx context.Context, s *sim.Server) {
 	}
 }
 
+func (g *gapMonitor) add(w window) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gaps = append(g.gaps, w)
+}
+
 func (g *gapMonitor) list() []window {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -168,6 +174,9 @@ type harness struct {
 
 	faults counts
 	gaps   gapMonitor
+	// natsDown are the NATS restarts: while NATS is away no ingest can
+	// report, so a call that ends then is known alive only until before.
+	natsDown gapMonitor
 
 	mu       sync.Mutex
 	truth    map[string]sim.Expected // node/channel -> truth
@@ -570,10 +579,12 @@ func (h *harness) infraFaults(ctx context.Context) {
 				continue
 			}
 		case fNATSRestart:
+			down := time.Now()
 			h.nats.kill(syscall.SIGTERM, 200*time.Millisecond+time.Duration(rng.IntN(1300))*time.Millisecond)
 			wctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			err := waitPort(wctx, h.natsURL()[len("nats://"):])
 			cancel()
+			h.natsDown.add(window{down, time.Now()})
 			if err != nil {
 				h.t.Errorf("NATS did not come back: %v", err)
 				return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,7 +143,7 @@ type totals struct {
 	estimatedDelta               int64 // Σ billed − true billed over estimated calls
 	ledgerEntries, alerts, dlq   int
 	thresholdAlerts, cdrMessages int
-	gaps                         []window
+	gaps, natsDown               []window
 }
 
 // check verifies every invariant and writes the report.
@@ -165,7 +166,13 @@ func (h *harness) check(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	tot.gaps = h.gaps.list()
+	tot.natsDown = h.natsDown.list()
 	tolerance := snapInterval + time.Second // beyond the gap itself
+	// What the billing side could not see: the ARI gaps, and the NATS
+	// outages during which ingest could not report (snapshots, ends), as
+	// one window where less than a snapshot interval apart (no snapshot
+	// need have gone out between).
+	blind := mergeWindows(append(append([]window(nil), tot.gaps...), tot.natsDown...), snapInterval)
 
 	// 1. Every call billed exactly billed(talk), or estimated within a gap.
 	cdrs := map[string]call.CDR{}
@@ -229,7 +236,7 @@ func (h *harness) check(ctx context.Context) {
 			report("call %s of the virtual-time node settled as estimated (talk %d ms, truth %d ms): no ARI fault touched that node", key, c.TalkMS, e.TalkMS)
 			continue
 		}
-		g, near := nearGap(tot.gaps, e.Created, e.Ended, tolerance)
+		g, near := nearGap(blind, e.Created, e.Ended, tolerance)
 		switch {
 		case !near:
 			report("call %s settled as estimated (talk %d ms, truth %d ms) but no ARI gap touched its life %s..%s", key, c.TalkMS, e.TalkMS,
@@ -464,6 +471,22 @@ func decodeCDR(b []byte) (call.CDR, error) {
 	return c, err
 }
 
+// mergeWindows sorts ws and joins those less than slack apart.
+func mergeWindows(ws []window, slack time.Duration) []window {
+	slices.SortFunc(ws, func(a, b window) int { return a.from.Compare(b.from) })
+	var out []window
+	for _, w := range ws {
+		if n := len(out); n > 0 && !w.from.After(out[n-1].to.Add(slack)) {
+			if w.to.After(out[n-1].to) {
+				out[n-1].to = w.to
+			}
+			continue
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
 func nearGap(gaps []window, from, to time.Time, tol time.Duration) (window, bool) {
 	for _, g := range gaps {
 		if !to.Before(g.from.Add(-tol)) && !from.After(g.to.Add(tol)) {
@@ -521,6 +544,7 @@ func (h *harness) writeReport(tot totals) {
 		{"calls settled as estimated (ARI gaps)", tot.estimated},
 		{"net seconds of estimates vs truth", tot.estimatedDelta},
 		{"ARI gaps on the real-time node (count, total, longest)", fmt.Sprintf("%d, %v, %v", len(tot.gaps), gapTotal.Round(time.Millisecond), gapMax.Round(time.Millisecond))},
+		{"NATS outages (count; an estimate's window joins them with touching ARI gaps)", len(tot.natsDown)},
 		{"ledger entries", tot.ledgerEntries},
 		{"alerts (threshold alerts)", fmt.Sprintf("%d (%d)", tot.alerts, tot.thresholdAlerts)},
 		{"dead letters (= garbage injected)", tot.dlq},
