@@ -55,7 +55,7 @@ func ByPackage(hs []Hotspot) []Hotspot {
 func pkgOf(sym string) string {
 	slash := strings.LastIndexByte(sym, '/')
 	dot := strings.IndexByte(sym[slash+1:], '.')
-	if dot < 0 || strings.HasPrefix(sym, "0x") {
+	if dot <= 0 || strings.HasPrefix(sym, "0x") { // no package before the first dot
 		return "(other)"
 	}
 	return strings.ReplaceAll(sym[:slash+1+dot], "%2e", ".")
