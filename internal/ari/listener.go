@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/config"
 )
 
@@ -266,11 +267,11 @@ func (l *Listener) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			d := Backoff(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
+			d := backoff.Delay(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
 			attempt++
 			l.log.Warn("cannot reach Asterisk ARI; retrying (point minuted at your Asterisk with ARI_URL / ari.url, and check ari.conf, http.conf and the credentials)",
 				"url", l.wsURL, "err", err, "retry_in", d.String())
-			if !sleepCtx(ctx, d) {
+			if !backoff.Sleep(ctx, d) {
 				break
 			}
 			continue
@@ -294,9 +295,9 @@ func (l *Listener) Run(ctx context.Context) error {
 		if now.Sub(up) >= l.opts.ARI.ReconnectMax {
 			attempt = 0 // a connection that lived a while resets the backoff
 		}
-		d := Backoff(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
+		d := backoff.Delay(l.opts.ARI.ReconnectMin, l.opts.ARI.ReconnectMax, attempt, rand.Float64())
 		attempt++
-		if !sleepCtx(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			break
 		}
 	}
@@ -387,29 +388,4 @@ func isReplaced(b []byte) bool {
 		return bytes.Contains(b, []byte(`"type":"ApplicationReplaced"`))
 	}
 	return ev.Replaced
-}
-
-// Backoff is the delay before retry number attempt (0-based): min·2^attempt
-// capped at max, with "equal jitter" (half fixed, half random by r∈[0,1)).
-func Backoff(minD, maxD time.Duration, attempt int, r float64) time.Duration {
-	d := minD
-	for i := 0; i < attempt && d < maxD; i++ {
-		d *= 2
-	}
-	d = min(d, maxD)
-	return d/2 + time.Duration(r*float64(d/2))
-}
-
-// SleepCtx waits d and reports true, or false as soon as ctx ends.
-func SleepCtx(ctx context.Context, d time.Duration) bool { return sleepCtx(ctx, d) }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -12,19 +12,6 @@ import (
 	"github.com/minuted/minuted/internal/sim"
 )
 
-func TestBackoff(t *testing.T) {
-	lo, hi := 100*time.Millisecond, time.Second
-	for a := 0; a < 10; a++ {
-		for _, r := range []float64{0, 0.5, 0.999} {
-			d := Backoff(lo, hi, a, r)
-			capD := min(lo<<a, hi)
-			if d < capD/2 || d > capD {
-				t.Fatalf("attempt %d r %v: %v outside [%v,%v]", a, r, d, capD/2, capD)
-			}
-		}
-	}
-}
-
 func TestWebsocketURL(t *testing.T) {
 	u, err := WebsocketURL(config.ARIConfig{URL: "https://pbx:8089/ari/", Application: "m1"})
 	if err != nil || u != "wss://pbx:8089/ari/events?app=m1&subscribeAll=true" {

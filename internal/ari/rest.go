@@ -13,6 +13,7 @@ import (
 	upstream "github.com/CyCoreSystems/ari/v6"
 	"github.com/CyCoreSystems/ari/v6/client/native"
 
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/config"
 )
 
@@ -107,7 +108,7 @@ func retry[T any](ctx context.Context, c *Client, op string, f func(context.Cont
 			return v, err
 		}
 		c.log.Warn("ARI request failed; retrying", "op", op, "attempt", i+1, "err", err)
-		if !sleepCtx(ctx, c.backoff<<i) {
+		if !backoff.Sleep(ctx, c.backoff<<i) {
 			return v, err
 		}
 	}

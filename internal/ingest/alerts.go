@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/minuted/minuted/internal/alert"
-	"github.com/minuted/minuted/internal/ari"
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/notify"
 )
 
@@ -109,7 +109,7 @@ func (s *Service) raise(ctx context.Context, a alert.Alert) {
 			}
 			s.alertErr.Add(1)
 			s.log.Warn("cannot publish alert; retrying", "kind", a.Kind, "id", a.ID, "err", err)
-			if !ari.SleepCtx(ctx, ari.Backoff(time.Second, 30*time.Second, attempt, 0.5)) {
+			if !backoff.Sleep(ctx, backoff.Delay(time.Second, 30*time.Second, attempt, 0.5)) {
 				return
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/minuted/minuted/internal/ari"
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/config"
 	"github.com/minuted/minuted/internal/stream"
@@ -316,7 +317,7 @@ func (s *Service) listLive(ctx context.Context) ([]ari.Channel, bool) {
 		select {
 		case <-ctx.Done():
 			return nil, false
-		case <-time.After(ari.Backoff(s.o.ARI.ReconnectMin, max(s.o.ARI.ReconnectMax, s.o.ARI.ReconnectMin), attempt, 0.5)):
+		case <-time.After(backoff.Delay(s.o.ARI.ReconnectMin, max(s.o.ARI.ReconnectMax, s.o.ARI.ReconnectMin), attempt, 0.5)):
 		}
 	}
 }
@@ -488,7 +489,7 @@ func (s *Service) loadSeedRetry(ctx context.Context) {
 	defer s.seedDone.Store(true)
 	deadline := time.Now().Add(seedWait)
 	for !s.loadSeed(ctx) && time.Now().Before(deadline) {
-		if !ari.SleepCtx(ctx, snapshotRetry) {
+		if !backoff.Sleep(ctx, snapshotRetry) {
 			return
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/minuted/minuted/internal/alert"
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/ledger"
 )
@@ -164,7 +165,7 @@ func (d *Dispatcher) runSink(ctx context.Context, s sink) {
 			return
 		}
 		log.Warn("alert consumer stopped; recreating it", "consumer", DurablePrefix+s.Name, "err", err)
-		if !sleep(ctx, d.backoff(attempt)) {
+		if !backoff.Sleep(ctx, d.backoff(attempt)) {
 			return
 		}
 	}
@@ -264,7 +265,7 @@ func (d *Dispatcher) handle(ctx context.Context, s sink, recent *recent, log *sl
 			d.metrics.failed.WithLabelValues(s.Name, ReasonGaveUp).Inc()
 		default:
 			log.Warn("alert delivery failed; will retry", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
-			if !sleep(ctx, wait) {
+			if !backoff.Sleep(ctx, wait) {
 				_ = msg.Nak()
 				return
 			}
@@ -329,17 +330,6 @@ func ackSync(ctx context.Context, msg jetstream.Msg) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return msg.DoubleAck(ctx)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // recent is a bounded set of alert ids a sink has finished with (FIFO
