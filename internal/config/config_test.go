@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -183,4 +184,38 @@ func TestTLSClient(t *testing.T) {
 			t.Errorf("%+v: error %v, want %q", tc.t, err, tc.want)
 		}
 	}
+}
+
+// TestSampleDocumentsEveryKey: configs/minuted.yaml shows every key of the
+// configuration (a key added to Config without documenting it fails here).
+func TestSampleDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../configs/minuted.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sample map[string]any
+	if err := yaml.Unmarshal(b, &sample); err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	var walk func(prefix string, v reflect.Type, in map[string]any)
+	walk = func(prefix string, v reflect.Type, in map[string]any) {
+		for i := range v.NumField() {
+			f := v.Field(i)
+			key := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if key == "" || key == "-" {
+				continue
+			}
+			val, ok := in[key]
+			if !ok && !strings.Contains(text, key+":") {
+				t.Errorf("configs/minuted.yaml does not document %s%s", prefix, key)
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type.NumField() > 0 && f.Type.PkgPath() != "time" {
+				sub, _ := val.(map[string]any)
+				walk(prefix+key+".", f.Type, sub)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config](), sample)
 }
