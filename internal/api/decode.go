@@ -76,7 +76,7 @@ func explainJSON(err error, allowed string) error {
 		if ute.Field == "" {
 			return badInput("the body must be a JSON object with %s, not a JSON %s", allowed, ute.Value)
 		}
-		return badInput("field %q must be %s, not a JSON %s", ute.Field, kindOf(ute.Type.String()), ute.Value)
+		return badInput("field %q must be %s, not a JSON %s", jsonPath(ute.Field), kindOf(ute.Type.String()), ute.Value)
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		return badInput("unknown field %s in the body: the allowed fields are %s", name, allowed)
@@ -86,6 +86,21 @@ func explainJSON(err error, allowed string) error {
 		return ie
 	}
 	return badInput("the body cannot be read as JSON (%v): send a JSON object with %s", err, allowed)
+}
+
+// jsonPath drops from an UnmarshalTypeError's field path the names of
+// embedded Go structs (encoding/json lists them; the body's fields are all
+// lower case).
+func jsonPath(field string) string {
+	parts := strings.Split(field, ".")
+	kept := parts[:0]
+	for _, p := range parts {
+		if p != "" && unicode.IsUpper(rune(p[0])) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return strings.Join(kept, ".")
 }
 
 func kindOf(goType string) string {
@@ -110,22 +125,12 @@ func kindOf(goType string) string {
 const settingsFields = "tariff {free_seconds, minimum_seconds, increment_seconds, count_initiated_seconds}, " +
 	"thresholds_minutes, credit_limit_seconds, on_exhausted"
 
-type tariffPatch struct {
-	FreeSeconds           *int64 `json:"free_seconds"`
-	MinimumSeconds        *int64 `json:"minimum_seconds"`
-	IncrementSeconds      *int64 `json:"increment_seconds"`
-	CountInitiatedSeconds *bool  `json:"count_initiated_seconds"`
-}
-
 // settingsPatch is the body of PUT: a field left out (or null) keeps its
 // current value, or takes the default for a new project. The read-only
 // fields of a project are accepted only so that their presence gets a
 // precise message (id is accepted when it equals the path's id).
 type settingsPatch struct {
-	Tariff             *tariffPatch `json:"tariff"`
-	ThresholdsMinutes  *[]float64   `json:"thresholds_minutes"`
-	CreditLimitSeconds *int64       `json:"credit_limit_seconds"`
-	OnExhausted        *string      `json:"on_exhausted"`
+	ledger.SettingsPatch
 
 	ID             *string         `json:"id"`
 	BalanceSeconds json.RawMessage `json:"balance_seconds"`
@@ -157,29 +162,8 @@ func decodeSettings(r io.Reader, id string) (settingsPatch, error) {
 
 // apply returns base with the fields of the patch set, validated.
 func (p settingsPatch) apply(base ledger.Settings) (ledger.Settings, error) {
-	s := base
-	s.ThresholdsMinutes = slices.Clone(base.ThresholdsMinutes)
-	if t := p.Tariff; t != nil {
-		setIf(&s.Tariff.FreeSeconds, t.FreeSeconds)
-		setIf(&s.Tariff.MinimumSeconds, t.MinimumSeconds)
-		setIf(&s.Tariff.IncrementSeconds, t.IncrementSeconds)
-		setIf(&s.Tariff.CountInitiatedSeconds, t.CountInitiatedSeconds)
-	}
-	if p.ThresholdsMinutes != nil {
-		s.ThresholdsMinutes = slices.Clone(*p.ThresholdsMinutes)
-	}
-	setIf(&s.CreditLimitSeconds, p.CreditLimitSeconds)
-	setIf(&s.OnExhausted, p.OnExhausted)
-	if s.OnExhausted == "" {
-		s.OnExhausted = ledger.Allow
-	}
+	s := p.SettingsPatch.Apply(base)
 	return s, validateSettings(&s)
-}
-
-func setIf[T any](dst *T, v *T) {
-	if v != nil {
-		*dst = *v
-	}
 }
 
 // validateSettings checks s, naming each wrong field, and sorts the

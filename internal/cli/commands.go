@@ -217,21 +217,6 @@ func writeProject(w io.Writer, p ledger.Project, loc *time.Location) error {
 	return t.flush()
 }
 
-// tariffPatch and settingsPatch are the body of PUT: only the fields given.
-type tariffPatch struct {
-	FreeSeconds           *int64 `json:"free_seconds,omitempty"`
-	MinimumSeconds        *int64 `json:"minimum_seconds,omitempty"`
-	IncrementSeconds      *int64 `json:"increment_seconds,omitempty"`
-	CountInitiatedSeconds *bool  `json:"count_initiated_seconds,omitempty"`
-}
-
-type settingsPatch struct {
-	Tariff             *tariffPatch `json:"tariff,omitempty"`
-	ThresholdsMinutes  *[]float64   `json:"thresholds_minutes,omitempty"`
-	CreditLimitSeconds *int64       `json:"credit_limit_seconds,omitempty"`
-	OnExhausted        *string      `json:"on_exhausted,omitempty"`
-}
-
 // ProjectSet creates a project or changes the settings given as flags,
 // leaving the others as they are: `minuted project set ID [-min 60 -inc 60
 // -free 0 -ceil -thresholds 60,10,0 -credit-limit 0 -on-exhausted allow|hangup]`.
@@ -255,8 +240,8 @@ func ProjectSet(ctx context.Context, c *Client, args []string, stdout io.Writer)
 	if err != nil {
 		return err
 	}
-	var patch settingsPatch
-	var tp tariffPatch
+	var patch ledger.SettingsPatch
+	var tp ledger.TariffPatch
 	var perr error
 	f.Visit(func(fl *flag.Flag) {
 		switch fl.Name {
@@ -286,7 +271,7 @@ func ProjectSet(ctx context.Context, c *Client, args []string, stdout io.Writer)
 	if perr != nil {
 		return perr
 	}
-	if tp != (tariffPatch{}) {
+	if tp != (ledger.TariffPatch{}) {
 		patch.Tariff = &tp
 	}
 
@@ -300,7 +285,7 @@ func ProjectSet(ctx context.Context, c *Client, args []string, stdout io.Writer)
 	case err != nil:
 		return err
 	}
-	if exists && patch == (settingsPatch{}) {
+	if exists && patch == (ledger.SettingsPatch{}) {
 		if f.json {
 			b, _ := json.Marshal(before)
 			return writeJSON(stdout, b)

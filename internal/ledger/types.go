@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/minuted/minuted/internal/tariff"
@@ -22,6 +23,52 @@ type Settings struct {
 	ThresholdsMinutes  []float64     `json:"thresholds_minutes"`
 	CreditLimitSeconds int64         `json:"credit_limit_seconds"`
 	OnExhausted        string        `json:"on_exhausted"`
+}
+
+// TariffPatch and SettingsPatch change some fields of a project's
+// Settings: a nil field keeps its current value (the body of PUT
+// /v1/projects/{id}, sent by `minuted project set`).
+type TariffPatch struct {
+	FreeSeconds           *int64 `json:"free_seconds,omitempty"`
+	MinimumSeconds        *int64 `json:"minimum_seconds,omitempty"`
+	IncrementSeconds      *int64 `json:"increment_seconds,omitempty"`
+	CountInitiatedSeconds *bool  `json:"count_initiated_seconds,omitempty"`
+}
+
+// SettingsPatch: see TariffPatch.
+type SettingsPatch struct {
+	Tariff             *TariffPatch `json:"tariff,omitempty"`
+	ThresholdsMinutes  *[]float64   `json:"thresholds_minutes,omitempty"`
+	CreditLimitSeconds *int64       `json:"credit_limit_seconds,omitempty"`
+	OnExhausted        *string      `json:"on_exhausted,omitempty"`
+}
+
+// Apply returns base with the patch's fields set (not validated; an empty
+// on_exhausted becomes Allow). base is not changed.
+func (p SettingsPatch) Apply(base Settings) Settings {
+	s := base
+	s.ThresholdsMinutes = slices.Clone(base.ThresholdsMinutes)
+	if t := p.Tariff; t != nil {
+		setIf(&s.Tariff.FreeSeconds, t.FreeSeconds)
+		setIf(&s.Tariff.MinimumSeconds, t.MinimumSeconds)
+		setIf(&s.Tariff.IncrementSeconds, t.IncrementSeconds)
+		setIf(&s.Tariff.CountInitiatedSeconds, t.CountInitiatedSeconds)
+	}
+	if p.ThresholdsMinutes != nil {
+		s.ThresholdsMinutes = slices.Clone(*p.ThresholdsMinutes)
+	}
+	setIf(&s.CreditLimitSeconds, p.CreditLimitSeconds)
+	setIf(&s.OnExhausted, p.OnExhausted)
+	if s.OnExhausted == "" {
+		s.OnExhausted = Allow
+	}
+	return s
+}
+
+func setIf[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
 }
 
 // Project is a project as the API shows it (SPEC §9).
