@@ -256,6 +256,10 @@ func (d *Dispatcher) handle(ctx context.Context, s sink, recent *recent, log *sl
 			return
 		}
 		wait := d.backoff(attempt - 1)
+		var ra *RetryAfterError
+		if errors.As(err, &ra) {
+			wait = max(wait, ra.Wait)
+		}
 		switch {
 		case !retry:
 			log.Error("sink rejected the alert; giving up", "attempts", attempt, "err", err)
@@ -293,15 +297,9 @@ func (d *Dispatcher) measure(ctx context.Context, a alert.Alert, log *slog.Logge
 	return alert.Measure(a, entries, d.cfg.BurnWindow)
 }
 
-// backoff is Initial·2^n capped at Max, with jitter in [d/2, d].
+// backoff is the delay before retry n: Initial·2^n capped at Max, jittered.
 func (d *Dispatcher) backoff(n int) time.Duration {
-	r := d.cfg.Retry
-	b := r.Initial
-	for i := 0; i < n && b < r.Max; i++ {
-		b *= 2
-	}
-	b = min(b, r.Max)
-	return b/2 + rand.N(b/2+1)
+	return backoff.Delay(d.cfg.Retry.Initial, d.cfg.Retry.Max, n, rand.Float64())
 }
 
 // keepAlive extends the ack wait of msg every period until the returned

@@ -7,12 +7,15 @@ package notify
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/minuted/minuted/internal/alert"
 )
@@ -63,7 +66,60 @@ func (p poster) post(ctx context.Context, target string, body []byte, header htt
 		return false, nil
 	}
 	retry = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout
-	return retry, p.redact(fmt.Errorf("POST %s: answered %s: %s", p.shown, resp.Status, strings.TrimSpace(string(snippet))))
+	err = p.redact(fmt.Errorf("POST %s: answered %s: %s", p.shown, resp.Status, strings.TrimSpace(string(snippet))))
+	if wait, ok := retryAfter(resp.Header.Get("Retry-After"), snippet, time.Now()); ok && retry {
+		err = &RetryAfterError{Wait: wait, Err: err}
+	}
+	return retry, err
+}
+
+// MaxRetryAfter caps the wait a sink may ask for with Retry-After.
+const MaxRetryAfter = time.Hour
+
+// RetryAfterError is a failure after which the sink asked to wait Wait
+// before the next attempt (HTTP Retry-After, Telegram's
+// parameters.retry_after).
+type RetryAfterError struct {
+	Wait time.Duration
+	Err  error
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (the sink asks to retry after %v)", e.Err, e.Wait)
+}
+
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// retryAfter reads the wait a sink asked for: the Retry-After header
+// (seconds or an HTTP date, RFC 9110 §10.2.3) or, as Telegram's Bot API
+// answers 429, {"parameters":{"retry_after":N}} in the body. The result is
+// capped at MaxRetryAfter.
+func retryAfter(header string, body []byte, now time.Time) (time.Duration, bool) {
+	var d time.Duration
+	switch header = strings.TrimSpace(header); {
+	case header != "":
+		if n, err := strconv.ParseInt(header, 10, 64); err == nil {
+			if n < 0 {
+				return 0, false
+			}
+			d = time.Duration(min(n, int64(MaxRetryAfter/time.Second))) * time.Second
+		} else if t, err := http.ParseTime(header); err == nil {
+			d = max(t.Sub(now), 0)
+		} else {
+			return 0, false
+		}
+	default:
+		var tg struct {
+			Parameters struct {
+				RetryAfter *int64 `json:"retry_after"`
+			} `json:"parameters"`
+		}
+		if json.Unmarshal(body, &tg) != nil || tg.Parameters.RetryAfter == nil || *tg.Parameters.RetryAfter < 0 {
+			return 0, false
+		}
+		d = time.Duration(min(*tg.Parameters.RetryAfter, int64(MaxRetryAfter/time.Second))) * time.Second
+	}
+	return min(d, MaxRetryAfter), true
 }
 
 // redact replaces every secret in err's text. The chain is kept only when
