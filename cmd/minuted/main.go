@@ -43,6 +43,7 @@ func commands() map[string]command {
 		"ledger":   {"ledger ID [-n 50]: the latest debits, refunds, top-ups and adjustments", operatorCommand("ledger")},
 		"cdrs":     {"cdrs ID [-n 50]: the latest call records", operatorCommand("cdrs")},
 		"alerts":   {"alerts [-project ID] [-n 50]: the latest alerts", operatorCommand("alerts")},
+		"audit":    {"audit ID: check the project's ledger against its balance (exit 1 on a problem)", operatorCommand("audit")},
 	}
 }
 

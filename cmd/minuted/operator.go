@@ -19,6 +19,7 @@ func operatorCommand(name string) func(ctx context.Context, args []string, log *
 	run := map[string]cli.Command{
 		"projects": cli.Projects, "project": cli.Project, "topup": cli.TopUp, "balance": cli.Balance,
 		"calls": cli.Calls, "ledger": cli.Ledger, "cdrs": cli.CDRs, "alerts": cli.Alerts,
+		"audit": cli.Audit,
 	}[name]
 	return func(ctx context.Context, args []string, _ *slog.Logger) error {
 		if run == nil {

@@ -35,6 +35,7 @@ type Store interface {
 	Live(ctx context.Context, project string) ([]ledger.Call, error)
 	CDRs(ctx context.Context, project string, limit int) ([]call.CDR, error)
 	Entries(ctx context.Context, project string, limit int) ([]ledger.Entry, error)
+	Audit(ctx context.Context, project string) (ledger.Audit, error)
 }
 
 // AlertSource gives the recent alerts of a project ("" for every project),
@@ -163,6 +164,7 @@ func newServer(o Options) (*server, error) {
 		{"GET", "/v1/projects/{id}/calls", false, s.liveCalls},
 		{"GET", "/v1/projects/{id}/cdrs", false, s.cdrs},
 		{"GET", "/v1/projects/{id}/ledger", false, s.ledger},
+		{"GET", "/v1/projects/{id}/audit", false, s.audit},
 		{"GET", "/v1/alerts", false, s.alerts},
 		{"GET", "/ui/", true, s.dashboard},
 		{"GET", "/ui/api/", false, s.dashboard},

@@ -180,7 +180,7 @@ func TestAuth(t *testing.T) {
 		{"GET", "/v1/projects"}, {"GET", "/v1/projects/acme"}, {"PUT", "/v1/projects/acme"},
 		{"POST", "/v1/projects/acme/topups"}, {"POST", "/v1/projects/acme/adjustments"},
 		{"GET", "/v1/projects/acme/calls"}, {"GET", "/v1/projects/acme/cdrs"},
-		{"GET", "/v1/projects/acme/ledger"}, {"GET", "/v1/alerts"}, {"GET", "/metrics"},
+		{"GET", "/v1/projects/acme/ledger"}, {"GET", "/v1/projects/acme/audit"}, {"GET", "/v1/alerts"}, {"GET", "/metrics"},
 		// Unclean paths answer 401 before saying anything about the path.
 		{"GET", "/v1/projects/../x"},
 	}
@@ -234,7 +234,7 @@ func TestProjectIDValidation(t *testing.T) {
 		for _, rt := range []struct{ method, suffix, body string }{
 			{"GET", "", ""}, {"PUT", "", "{}"}, {"POST", "/topups", `{"seconds":1,"reference":"r"}`},
 			{"POST", "/adjustments", `{"seconds":1,"reference":"r","reason":"x"}`},
-			{"GET", "/calls", ""}, {"GET", "/cdrs", ""}, {"GET", "/ledger", ""},
+			{"GET", "/calls", ""}, {"GET", "/cdrs", ""}, {"GET", "/ledger", ""}, {"GET", "/audit", ""},
 		} {
 			r := e.call(t, rt.method, "/v1/projects/"+id+rt.suffix, rt.body)
 			want := "1-64 characters of A-Z, a-z, 0-9, '_' or '-'"
@@ -537,7 +537,16 @@ func TestCallsCDRsLedger(t *testing.T) {
 			expect(t, e.call(t, "GET", p+q, ""), http.StatusBadRequest, "must be an integer from 1 to 1000")
 		}
 	}
-	for _, p := range []string{"/calls", "/cdrs", "/ledger"} {
+	au := e.call(t, "GET", "/v1/projects/acme/audit", "")
+	expect(t, au, http.StatusOK)
+	var a ledger.Audit
+	if err := json.Unmarshal(au.raw, &a); err != nil {
+		t.Fatal(err)
+	}
+	if !a.OK() || !a.Complete || a.BalanceSeconds != 600-42 || a.CreditedSeconds != 600 || a.BilledSeconds != 42 || a.Entries != len(entries) {
+		t.Fatalf("audit: %s", au)
+	}
+	for _, p := range []string{"/calls", "/cdrs", "/ledger", "/audit"} {
 		expect(t, e.call(t, "GET", "/v1/projects/ghost"+p, ""), http.StatusNotFound, "PUT /v1/projects/ghost")
 	}
 }

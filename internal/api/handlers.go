@@ -205,6 +205,24 @@ func (s *server) getProject(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p)
 }
 
+// audit checks a project's ledger against its balance (200 with the
+// findings either way: problems are data, not a failure of the request).
+func (s *server) audit(w http.ResponseWriter, r *http.Request) {
+	id, ok := projectID(w, r)
+	if !ok {
+		return
+	}
+	a, err := s.o.Store.Audit(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, id, err)
+		return
+	}
+	if !a.OK() {
+		s.log.Warn("ledger audit found problems", "project", id, "problems", a.Problems)
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
 // putProject creates or updates a project's settings. Fields the body
 // leaves out keep their current values, or take Options.Defaults for a new
 // project. 201 when created, 200 when updated.

@@ -167,24 +167,13 @@ func (st *stack) settled(t *testing.T, project string, n int, timeout time.Durat
 // up to the balance.
 func (st *stack) checkLedger(t *testing.T, project string, topup, billed int64) {
 	t.Helper()
-	ctx := context.Background()
-	p, err := st.led.Get(ctx, project)
+	a, err := st.led.Audit(context.Background(), project)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.BalanceSeconds != topup-billed {
-		t.Errorf("project %s: balance %d, want top-ups %d − billed %d = %d", project, p.BalanceSeconds, topup, billed, topup-billed)
-	}
-	entries, err := st.led.Entries(ctx, project, 1000000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum int64
-	for _, e := range entries {
-		sum += e.Seconds
-	}
-	if sum != p.BalanceSeconds {
-		t.Errorf("project %s: ledger entries sum to %d, balance is %d", project, sum, p.BalanceSeconds)
+	if !a.OK() || !a.Complete || a.BalanceSeconds != topup-billed || a.CreditedSeconds != topup || a.BilledSeconds != billed {
+		t.Errorf("project %s: ledger audit %+v; want sound and complete, balance = top-ups %d − billed %d = %d",
+			project, a, topup, billed, topup-billed)
 	}
 }
 

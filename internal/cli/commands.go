@@ -418,6 +418,45 @@ func Balance(ctx context.Context, c *Client, args []string, stdout io.Writer) er
 	return t.flush()
 }
 
+// Audit checks a project's ledger against its balance: `minuted audit ID
+// [-o json]`. It prints the findings and fails (exit 1) when the ledger has
+// problems, so it can run from cron or a monitoring check.
+func Audit(ctx context.Context, c *Client, args []string, stdout io.Writer) error {
+	f := newFlags("audit", "audit ID [-o table|json]")
+	var a ledger.Audit
+	id, done, err := getProjectThing(ctx, c, f, args, "/audit", nil, &a, stdout)
+	if err != nil {
+		return err
+	}
+	if !done {
+		t := newTable(stdout, "project", id)
+		t.row("balance", MinSec(a.BalanceSeconds))
+		history := "complete (starts from a zero balance)"
+		if !a.Complete {
+			history = "trimmed at ledger.max_len: totals cover the entries kept"
+		}
+		t.row("entries", fmt.Sprintf("%d, %s", a.Entries, history))
+		t.row("credited", MinSec(a.CreditedSeconds)+" (top-ups and adjustments)")
+		t.row("billed", MinSec(a.BilledSeconds)+" (debits − refunds)")
+		verdict := "ok: every entry follows from the one before and the newest is the balance"
+		if !a.OK() {
+			verdict = fmt.Sprintf("%d problem(s)", len(a.Problems))
+		}
+		t.row("verdict", verdict)
+		for _, p := range a.Problems {
+			t.row("problem", p)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	if !a.OK() {
+		return fmt.Errorf("the ledger of project %s does not add up (%d problem(s)): do not top up or adjust "+
+			"until it is understood; the entries are in `minuted ledger %s`", id, len(a.Problems), id)
+	}
+	return nil
+}
+
 // balanceState says where the balance stands against the credit limit.
 func balanceState(p ledger.Project) string {
 	switch {

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/minuted/minuted/internal/alert"
 	"github.com/minuted/minuted/internal/api"
 	"github.com/minuted/minuted/internal/call"
@@ -36,6 +38,7 @@ var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type liveEnv struct {
 	c   *Client
 	l   *ledger.Ledger
+	rdb redis.UniversalClient
 	url string
 }
 
@@ -56,7 +59,8 @@ func (r recentAlerts) Recent(_ context.Context, project string, limit int) ([]al
 func startLive(t *testing.T, alerts api.AlertSource) *liveEnv {
 	t.Helper()
 	r := testutil.StartRedis(t)
-	l := ledger.New(r.Client(t), ledger.Options{Now: func() time.Time { return testNow }})
+	rdb := r.Client(t)
+	l := ledger.New(rdb, ledger.Options{Now: func() time.Time { return testNow }})
 	h, err := api.New(api.Options{
 		Store: l, Token: testToken, Alerts: alerts, Now: func() time.Time { return testNow },
 		Defaults: ledger.Settings{Tariff: tariff.Default, ThresholdsMinutes: []float64{60, 10, 0}, OnExhausted: ledger.Allow},
@@ -68,7 +72,7 @@ func startLive(t *testing.T, alerts api.AlertSource) *liveEnv {
 	t.Cleanup(srv.Close)
 	c := NewClient(srv.URL, testToken, 5*time.Second)
 	c.Location = time.UTC
-	return &liveEnv{c: c, l: l, url: srv.URL}
+	return &liveEnv{c: c, l: l, rdb: rdb, url: srv.URL}
 }
 
 // run runs one command and returns what it printed.
@@ -531,5 +535,44 @@ func TestConnectResolvesURLAndToken(t *testing.T) {
 	if _, err := Connect(ConnOptions{Config: filepath.Join(dir, "missing.yaml")}, env(nil)); err == nil ||
 		!strings.Contains(err.Error(), "MINUTED_CONFIG") {
 		t.Errorf("missing config: %v", err)
+	}
+}
+
+func TestLiveAudit(t *testing.T) {
+	e := startLive(t, nil)
+	ctx := context.Background()
+	e.mustRun(t, ProjectSet, "acme")
+	e.mustRun(t, TopUp, "acme", "-minutes", "10", "-ref", "R1")
+	if _, err := e.l.Open(ctx, ledger.Open{Project: "acme", Node: "pbx1", Channel: "c1", AnsweredAt: testNow}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.Debit(ctx, "acme", "pbx1", "c1", tariff.Default.Block(0)); err != nil {
+		t.Fatal(err)
+	}
+	out := e.mustRun(t, Audit, "acme")
+	for _, want := range []string{"balance   9.00 min (540 s)", "entries   2, complete", "credited  10.00 min (600 s)", "billed    1.00 min (60 s)", "verdict   ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit output lacks %q:\n%s", want, out)
+		}
+	}
+	var a ledger.Audit
+	if err := json.Unmarshal([]byte(e.mustRun(t, Audit, "acme", "-o", "json")), &a); err != nil || !a.OK() || a.BalanceSeconds != 540 {
+		t.Fatalf("audit JSON: %+v %v", a, err)
+	}
+
+	// A balance changed behind the ledger's back: the audit says so and fails.
+	if err := e.rdb.HIncrBy(ctx, "minuted:{acme}:project", "balance", 30).Err(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.run(t, Audit, "acme")
+	if err == nil || !strings.Contains(err.Error(), "does not add up (1 problem(s))") ||
+		!strings.Contains(out, "problem   balance is 570 s but the newest ledger entry left 540 s") {
+		t.Fatalf("tampered ledger: err %v, output:\n%s", err, out)
+	}
+	if _, err := e.run(t, Audit, "acme", "-o", "json"); err == nil {
+		t.Fatal("audit -o json of a broken ledger succeeded")
+	}
+	if _, err := e.run(t, Audit, "ghost"); err == nil || !strings.Contains(err.Error(), "minuted project set ghost") {
+		t.Fatalf("audit of an absent project: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -617,5 +618,62 @@ func TestExhaustedCallResumesAfterTopUp(t *testing.T) {
 	// No longer exhausted: the settlement bills the whole talk.
 	if s := f.settle(t, "p", "c", 180, false); s.Billed != 180 || s.Delta != 60 || s.Balance != 20 {
 		t.Fatalf("settle = %+v", s)
+	}
+}
+
+func TestAudit(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.l.Audit(ctx, "ghost"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Audit of an absent project = %v", err)
+	}
+	if _, err := f.l.Audit(ctx, "bad id"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Audit of a bad id = %v", err)
+	}
+	f.project(t, "p", settings(Allow, 0), 700)
+	f.open(t, "p", "c")
+	f.debit(t, "p", "c", 0)
+	f.debit(t, "p", "c", 1)
+	f.settle(t, "p", "c", 120, false) // 61 s on 60/60: the two blocks debited
+	f.open(t, "p", "d")
+	f.debit(t, "p", "d", 0)
+	f.settle(t, "p", "d", 0, false) // refunded: 0 billed
+	a, err := f.l.Audit(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Audit{Project: "p", BalanceSeconds: 580, Entries: 5, Complete: true, CreditedSeconds: 700, BilledSeconds: 120,
+		PerCall: map[string]int64{"n1/c": 120, "n1/d": 0}, Problems: []string{}}
+	if fmt.Sprint(a) != fmt.Sprint(want) || !a.OK() {
+		t.Fatalf("audit\n%+v\nwant\n%+v", a, want)
+	}
+
+	// A balance changed behind the ledger's back is found.
+	if err := f.rdb.HIncrBy(ctx, "minuted:{p}:project", "balance", -7).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a, err = f.l.Audit(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.OK() || len(a.Problems) != 1 || a.Problems[0] != "balance is 573 s but the newest ledger entry left 580 s" {
+		t.Fatalf("tampered balance: problems %q", a.Problems)
+	}
+
+	// A broken chain (an entry lost from the middle) is found, and a
+	// trimmed ledger is not complete.
+	es, err := f.l.Entries(ctx, "p", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.XDel(ctx, "minuted:{p}:ledger", es[2].ID, es[len(es)-1].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a, err = f.l.Audit(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Complete || a.Entries != 3 || len(a.Problems) != 2 || !strings.Contains(a.Problems[0], "but the entry before left") {
+		t.Fatalf("broken chain: %+v", a)
 	}
 }

@@ -218,23 +218,15 @@ func TestPropertyBalancesAddUp(t *testing.T) {
 			t.Errorf("project %s: balance %d, want top-ups %d - billed %d; live %d", p, pr.BalanceSeconds, topups[p], billed[p], pr.LiveCalls)
 		}
 		// The stream, oldest first, is a chain of balances ending at the balance.
-		es, err := l.Entries(ctx, p, 1_000_000)
+		a, err := l.Audit(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var bal int64
-		for i := len(es) - 1; i >= 0; i-- {
-			e := es[i]
-			bal += e.Seconds
-			if e.Balance != bal {
-				t.Fatalf("project %s entry %s: balance %d, want %d", p, e.ID, e.Balance, bal)
-			}
-			if e.Call != "" {
-				perCall[p+" "+e.Call] -= e.Seconds
-			}
+		if !a.OK() || !a.Complete || a.CreditedSeconds != topups[p] || a.BilledSeconds != billed[p] {
+			t.Errorf("project %s: audit %+v; want complete, no problems, credited %d, billed %d", p, a, topups[p], billed[p])
 		}
-		if bal != pr.BalanceSeconds {
-			t.Errorf("project %s: entries sum to %d, balance is %d", p, bal, pr.BalanceSeconds)
+		for k, v := range a.PerCall {
+			perCall[p+" "+k] = v
 		}
 	}
 	for _, c := range calls {
