@@ -32,7 +32,7 @@ func runLoad(ctx context.Context, args []string, log *slog.Logger) error {
 	seed := fs.Uint64("seed", 1, "random seed: same seed, same calls")
 	report := fs.String("report", "", "run the whole benchmark and write this Markdown report")
 	jsonOut := fs.String("json", "", "JSON report path (default: the -report path with .json)")
-	steps := fs.String("steps", "500,1000,2000,3000", "rates stepped up with -report, calls/s")
+	steps := fs.String("steps", "500,1000,2000,3000", "rates stepped up with -report, calls/s ('': none, e.g. to run only -live)")
 	stepFor := fs.Duration("step-for", time.Minute, "arrival time of each rate step")
 	low := fs.Float64("low-rate", 100, "extra latency run at this rate (0: none)")
 	live := fs.Int("live", 100000, "concurrent live calls of the RSS/CPU run (0: skip)")
@@ -148,9 +148,12 @@ func writeReport(rep loadtest.Report, md, js string) error {
 	return g.Close()
 }
 
-// parseRates reads "500,1000,2000".
+// parseRates reads "500,1000,2000"; "" is no rate.
 func parseRates(s string) ([]float64, error) {
 	var out []float64
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
 	for _, part := range strings.Split(s, ",") {
 		x, err := strconv.ParseFloat(strings.TrimSpace(part), 64)
 		if err != nil || x <= 0 {

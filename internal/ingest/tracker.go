@@ -40,6 +40,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/minuted/minuted/internal/ari"
 	"github.com/minuted/minuted/internal/call"
@@ -75,29 +76,56 @@ type TrackerStats struct {
 	LateProject int64
 }
 
+// channel is what the tracker keeps of one live channel: only the fields
+// attribution and the CALLS messages read. With 100,000 calls up this is
+// most of ingest's memory (docs/benchmarks.md), so of the channel variables
+// it keeps only the two it reads, shared strings (accountcode, dialplan
+// location) are interned, and what few channels need is kept apart (rare).
 type channel struct {
 	id, name, base string
-	state, acct    string
+	acct           string
 	context, exten string
-	vars           map[string]string
-	created        time.Time
-	lastSeen       time.Time
-	upAt           time.Time // zero until Up
-	upEstimated    bool
-	dialled        bool
+	// attrVar is the attribution variable (Attribution.Variable), linkedID
+	// the channel's CHANNEL(linkedid) when ari.conf lists it.
+	attrVar, linkedID string
+	created           time.Time
+	lastSeen          time.Time
+	upAt              time.Time // zero until Up
+	project, by       string
+	g                 *group
+	rare              *channelRare // nil for most channels
+	upEstimated       bool
+	dialled           bool
+	// billing state of this channel
+	started, answered, closed bool
+}
+
+// channelRare is what only some channels need: a seeded call, a reported
+// project problem, minuted's own hangup.
+type channelRare struct {
 	// seedProject is the project the node's last snapshot billed this
 	// channel to (see Seed); it wins over every attribution rule.
 	seedProject, seedBy string
 	seedAnswered        bool
-	project, by         string
 	badProject          string
 	lateProject         string // last late variable value reported
 	endReason           string // set by SetEndReason before minuted hangs up
-	g                   *group
-	// billing state of this channel
-	started, answered, closed bool
-	cause                     int
-	causeTxt                  string
+}
+
+// more returns c's rare fields, creating them for a write.
+func (c *channel) more() *channelRare {
+	if c.rare == nil {
+		c.rare = &channelRare{}
+	}
+	return c.rare
+}
+
+// seedProject is the project the node's last snapshot billed c to, "" if none.
+func (c *channel) seedProject() string {
+	if c.rare == nil {
+		return ""
+	}
+	return c.rare.seedProject
 }
 
 type group struct {
@@ -171,7 +199,7 @@ func (t *Tracker) Live() int { return len(t.chans) }
 // Handle applies one event and returns the messages it causes.
 func (t *Tracker) Handle(ev ari.Event) []call.Event {
 	if !t.fixed && ev.AsteriskID != "" {
-		t.node = keep(t.node, ev.AsteriskID)
+		t.node = keep(t.node, ev.AsteriskID, strings.Clone)
 	}
 	var out []call.Event
 	t.exactUp = ev.Type == ari.ChannelStateChange || ev.Type == ari.ChannelCreated
@@ -199,16 +227,7 @@ func (t *Tracker) Handle(ev ari.Event) []call.Event {
 		if c == nil {
 			return nil
 		}
-		if ev.Variable != "" {
-			if c.vars == nil {
-				c.vars = map[string]string{}
-			}
-			k := ev.Variable
-			if _, ok := c.vars[k]; !ok {
-				k = strings.Clone(k)
-			}
-			c.vars[k] = keep(c.vars[k], ev.Value)
-		}
+		t.setVar(c, ev.Variable, ev.Value)
 		t.evaluate(c.g, ev.Timestamp, &out)
 	case ari.ChannelDestroyed:
 		if ev.Channel == nil {
@@ -218,9 +237,8 @@ func (t *Tracker) Handle(ev ari.Event) []call.Event {
 		if c == nil {
 			return nil
 		}
-		c.cause, c.causeTxt = ev.Cause, keep(c.causeTxt, ev.CauseTxt)
 		t.evaluate(c.g, ev.Timestamp, &out)
-		t.end(c, ev.Timestamp, false, &out)
+		t.end(c, ev.Timestamp, hangup{cause: ev.Cause, txt: ev.CauseTxt}, &out)
 	default:
 		if ev.Channel == nil {
 			return nil
@@ -247,7 +265,7 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 			c.created = at
 		}
 		c.g.members = []*channel{c}
-		t.chans[s.ID] = c
+		t.chans[c.id] = c // not s.ID: that would keep the whole frame alive
 		if lc, ok := t.seed[s.ID]; ok {
 			t.applySeed(c, s, lc)
 		}
@@ -259,30 +277,20 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	if at.After(c.lastSeen) {
 		c.lastSeen = at
 	}
-	c.state, c.acct = keep(c.state, s.State), keep(c.acct, s.AccountCode)
+	c.acct = keep(c.acct, s.AccountCode, intern)
 	if s.Context != "" || s.Exten != "" {
-		c.context, c.exten = keep(c.context, s.Context), keep(c.exten, s.Exten)
+		c.context, c.exten = keep(c.context, s.Context, intern), keep(c.exten, s.Exten, intern)
 	}
-	if len(s.Vars) > 0 {
-		if c.vars == nil {
-			c.vars = make(map[string]string, len(s.Vars))
-		}
-		for k, v := range s.Vars {
-			old, ok := c.vars[k]
-			switch {
-			case ok && old == v: // the usual case: nothing changed
-			case ok:
-				c.vars[k] = keep(old, v)
-			default:
-				c.vars[strings.Clone(k)] = keep("", v)
-			}
+	for _, k := range [...]string{t.attr.Variable, LinkedIDVar} {
+		if v, ok := s.Vars[k]; ok && k != "" {
+			t.setVar(c, k, v)
 		}
 	}
 	if s.Name != "" && c.name != s.Name {
 		c.name = strings.Clone(s.Name)
 		t.joinLocal(c, at, out)
 	}
-	if id := c.vars[LinkedIDVar]; id != "" {
+	if id := c.linkedID; id != "" {
 		if other := t.byLinked[id]; other == nil {
 			t.byLinked[id] = c
 		} else if other != c {
@@ -310,22 +318,38 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	return c
 }
 
-// channelStates are Asterisk's channel states, kept without a copy.
-var channelStates = [...]string{"", "Up", "Down", "Ring", "Ringing", "Rsrvd", "OffHook", "Dialing", "Busy", "Dialing Offhook", "Pre-ring", "Unknown"}
+// setVar records the channel variables the tracker reads (the attribution
+// variable and CHANNEL(linkedid)); others are not kept.
+func (t *Tracker) setVar(c *channel, name, value string) {
+	if name == "" {
+		return
+	}
+	if name == t.attr.Variable {
+		c.attrVar = keep(c.attrVar, value, intern)
+	}
+	if name == LinkedIDVar {
+		c.linkedID = keep(c.linkedID, value, strings.Clone)
+	}
+}
 
 // keep returns s for a field whose value was old: old itself when equal,
-// else a copy of s. Decoded events share the memory of their websocket frame
+// else copy(s). Decoded events share the memory of their websocket frame
 // (ari.Decode); a tracked channel must not keep whole frames alive.
-func keep(old, s string) string {
+func keep(old, s string, copy func(string) string) string {
 	if old == s {
 		return old
 	}
-	for _, st := range channelStates {
-		if s == st {
-			return st // the constant, not the frame's bytes
-		}
+	return copy(s)
+}
+
+// intern returns the one shared copy of s: accountcodes, project ids,
+// dialplan contexts and extensions repeat across thousands of live calls.
+// Copies nobody holds any more are freed (package unique).
+func intern(s string) string {
+	if s == "" {
+		return ""
 	}
-	return strings.Clone(s)
+	return unique.Make(s).Value()
 }
 
 // localBase returns "Local/x@ctx-0000000a" for a Local half, "" otherwise.
@@ -399,11 +423,11 @@ func (t *Tracker) union(a, b *group, at time.Time, out *[]call.Event) {
 
 // attribute finds c's project by the configured modes, first match wins.
 func (t *Tracker) attribute(c *channel, callerSideHasProject bool) (project, by string) {
-	if c.seedProject != "" {
-		return c.seedProject, c.seedBy
+	if p := c.seedProject(); p != "" {
+		return p, c.rare.seedBy
 	}
 	if t.attr.Variable != "" {
-		if v := c.vars[t.attr.Variable]; v != "" {
+		if v := c.attrVar; v != "" {
 			if !c.dialled || !callerSideHasProject {
 				return v, call.ByVariable
 			}
@@ -451,8 +475,8 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 		if !m.started && !m.closed {
 			p, by := t.attribute(m, callerSide)
 			if p != "" && !call.ValidProject(p) {
-				if m.badProject != p {
-					m.badProject = p
+				if m.rare == nil || m.rare.badProject != p {
+					m.more().badProject = p
 					t.stats.InvalidProject++
 					if t.OnInvalid != nil {
 						t.OnInvalid(m.id, p)
@@ -462,7 +486,7 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 			}
 			m.project, m.by = p, by
 		}
-		if m.project != "" && !m.closed && (m.started || m.seedProject != "" || !m.dialled || m.by == call.ByVariable && !callerSide) {
+		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == call.ByVariable && !callerSide) {
 			eligible = append(eligible, m)
 		}
 	}
@@ -495,7 +519,7 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 			if m.started {
 				continue
 			}
-			if m.seedProject != "" {
+			if m.seedProject() != "" {
 				pick = m // billed by the previous process: it stays the call
 				break
 			}
@@ -541,8 +565,8 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 		return
 	}
 	if m.answered {
-		if by == call.ByVariable && p != m.project && p != m.lateProject {
-			m.lateProject = p
+		if by == call.ByVariable && p != m.project && (m.rare == nil || p != m.rare.lateProject) {
+			m.more().lateProject = p
 			t.stats.LateProject++
 			if t.OnLateProject != nil {
 				t.OnLateProject(m.id, m.project, p)
@@ -585,8 +609,16 @@ func (t *Tracker) supersede(c *channel, at time.Time, out *[]call.Event) {
 	*out = append(*out, e)
 }
 
+// hangup is how a channel ended: the cause of its ChannelDestroyed, or
+// estimated when it vanished unseen.
+type hangup struct {
+	cause     int
+	txt       string
+	estimated bool
+}
+
 // end closes c at `at` (its ChannelDestroyed, or the estimate) and forgets it.
-func (t *Tracker) end(c *channel, at time.Time, estimated bool, out *[]call.Event) {
+func (t *Tracker) end(c *channel, at time.Time, h hangup, out *[]call.Event) {
 	g := c.g
 	switch {
 	case c.started && !c.closed:
@@ -595,9 +627,11 @@ func (t *Tracker) end(c *channel, at time.Time, estimated bool, out *[]call.Even
 		end := at
 		e.EndedAt = &end
 		e.TalkMS = e.Talk()
-		e.Cause, e.CauseTxt, e.Estimated = c.cause, c.causeTxt, estimated
-		e.EndReason = c.endReason
-		if estimated {
+		e.Cause, e.CauseTxt, e.Estimated = h.cause, h.txt, h.estimated
+		if c.rare != nil {
+			e.EndReason = c.rare.endReason
+		}
+		if h.estimated {
 			t.stats.Estimated++
 		}
 		*out = append(*out, e)
@@ -609,7 +643,7 @@ func (t *Tracker) end(c *channel, at time.Time, estimated bool, out *[]call.Even
 		end := at
 		e.EndedAt = &end
 		e.TalkMS = e.Talk()
-		e.Cause, e.CauseTxt, e.Estimated = c.cause, c.causeTxt, estimated
+		e.Cause, e.CauseTxt, e.Estimated = h.cause, h.txt, h.estimated
 		*out = append(*out, e)
 	}
 	t.forget(c)
@@ -637,10 +671,10 @@ func (t *Tracker) forget(c *channel) {
 			t.byBase[c.base] = l
 		}
 	}
-	if id := c.vars[LinkedIDVar]; id != "" && t.byLinked[id] == c {
+	if id := c.linkedID; id != "" && t.byLinked[id] == c {
 		delete(t.byLinked, id)
 		for _, o := range c.g.members {
-			if o != c && o.vars[LinkedIDVar] == id {
+			if o != c && o.linkedID == id {
 				t.byLinked[id] = o
 				break
 			}
@@ -677,7 +711,9 @@ func (t *Tracker) SetEndReason(id, reason string) bool {
 	if c == nil {
 		return false
 	}
-	c.endReason = reason
+	if reason != "" || c.rare != nil {
+		c.more().endReason = reason
+	}
 	return true
 }
 
@@ -760,7 +796,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 		if !t.connected && t.disconnectedAt.After(end) {
 			end = t.disconnectedAt
 		}
-		t.end(c, end, true, &out)
+		t.end(c, end, hangup{estimated: true}, &out)
 	}
 	sorted := append([]ari.Channel(nil), live...)
 	sort.Slice(sorted, func(i, j int) bool {
@@ -784,8 +820,8 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 		if c == nil {
 			continue
 		}
-		if c.seedProject != "" {
-			if c.seedAnswered {
+		if c.seedProject() != "" {
+			if c.rare.seedAnswered {
 				wasUp = true
 			} else if t.seedAt.After(earliest) {
 				earliest = t.seedAt // it was not answered when the snapshot was taken
@@ -836,13 +872,14 @@ func (t *Tracker) Seed(s call.Snapshot) {
 // applySeed makes c the billed call the previous process's snapshot says
 // it was: same project, and its answer time exactly as that process saw it.
 func (t *Tracker) applySeed(c *channel, s *ari.Channel, lc call.LiveCall) {
-	c.seedProject, c.seedBy = lc.Project, call.ByVariable
-	probe := channel{vars: s.Vars, acct: s.AccountCode, context: s.Context, exten: s.Exten}
+	sd := c.more()
+	sd.seedProject, sd.seedBy = lc.Project, call.ByVariable
+	probe := channel{attrVar: s.Vars[t.attr.Variable], acct: s.AccountCode, context: s.Context, exten: s.Exten}
 	if p, by := t.attribute(&probe, false); p == lc.Project {
-		c.seedBy = by
+		sd.seedBy = by
 	}
 	if lc.AnsweredAt != nil {
-		c.upAt, c.upEstimated, c.seedAnswered = lc.AnsweredAt.UTC(), t.seedEst[c.id], true
+		c.upAt, c.upEstimated, sd.seedAnswered = lc.AnsweredAt.UTC(), t.seedEst[c.id], true
 	}
 }
 
