@@ -118,12 +118,16 @@ func ParseTime(s string) (time.Time, error) {
 // Decode parses one websocket frame. Errors say why the frame is unusable:
 // malformed JSON, missing type, missing or bad timestamp, a channel event
 // without channel.id, a Dial without peer.id.
-func Decode(b []byte) (Event, error) {
+func Decode(b []byte) (Event, error) { return DecodeString(string(b)) }
+
+// DecodeString is Decode of a frame held as a string (as the Listener hands
+// frames over): the event's strings are substrings of s, with no copy.
+func DecodeString(s string) (Event, error) {
 	var le leanEvent
-	if scanEvent(b, &le) {
-		return convert(&le.w)
+	if scanEvent(s, &le) {
+		return convert(&le.w, le.channel(0), le.channel(1), le.channel(2))
 	}
-	return decodeJSON(b)
+	return decodeJSON([]byte(s))
 }
 
 // decodeJSON is Decode with encoding/json alone (the reference the lean
@@ -133,10 +137,12 @@ func decodeJSON(b []byte) (Event, error) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Event{}, fmt.Errorf("malformed ARI event JSON: %w", err)
 	}
-	return convert(&w)
+	return convert(&w, w.Channel, w.Caller, w.Peer)
 }
 
-func convert(w *wireEvent) (Event, error) {
+// convert checks and converts w, whose channel, caller and peer are given
+// apart (w's own are not read: see leanEvent).
+func convert(w *wireEvent, channel, caller, peer *wireChannel) (Event, error) {
 	if w.Type == "" {
 		return Event{}, errors.New("ARI event has no type")
 	}
@@ -153,17 +159,17 @@ func convert(w *wireEvent) (Event, error) {
 		return ev, fmt.Errorf("ARI event %s has a bad timestamp: %w", w.Type, err)
 	}
 	ev.Timestamp = ts
-	if ev.Channel, err = convChannel(w.Channel, "channel"); err != nil {
+	if ev.Channel, err = convChannel(channel, "channel"); err != nil {
 		return ev, fmt.Errorf("ARI event %s: %w", w.Type, err)
 	}
 	if channelRequired[w.Type] && ev.Channel == nil {
 		return ev, fmt.Errorf("ARI event %s has no channel", w.Type)
 	}
 	if w.Type == Dial {
-		if ev.Caller, err = convChannel(w.Caller, "caller"); err != nil {
+		if ev.Caller, err = convChannel(caller, "caller"); err != nil {
 			return ev, fmt.Errorf("ARI event Dial: %w", err)
 		}
-		if ev.Peer, err = convChannel(w.Peer, "peer"); err != nil {
+		if ev.Peer, err = convChannel(peer, "peer"); err != nil {
 			return ev, fmt.Errorf("ARI event Dial: %w", err)
 		}
 		if ev.Peer == nil {

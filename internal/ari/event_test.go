@@ -247,7 +247,7 @@ func FuzzDecodeLeanMatchesJSON(f *testing.F) {
 func TestLeanPathTaken(t *testing.T) {
 	for i, l := range traceLines(t) {
 		var le leanEvent
-		if !scanEvent(l, &le) {
+		if !scanEvent(string(l), &le) {
 			t.Fatalf("line %d falls back to encoding/json:\n%s", i, l)
 		}
 	}

@@ -19,10 +19,21 @@ import (
 // Strings of the result share the frame's memory: a holder that keeps one
 // for long should strings.Clone it (the ingest tracker does).
 
-// leanEvent is a wireEvent whose channels live inside it.
+// leanEvent is a wireEvent with its channel, caller and peer beside it
+// (has: present) rather than pointed to from it: a decode then allocates
+// none of them (a struct pointing into itself escapes to the heap).
 type leanEvent struct {
 	w     wireEvent
 	chans [3]wireChannel
+	has   [3]bool
+}
+
+// channel returns the i-th channel (channel, caller, peer), nil if absent.
+func (le *leanEvent) channel(i int) *wireChannel {
+	if !le.has[i] {
+		return nil
+	}
+	return &le.chans[i]
 }
 
 type scanner struct {
@@ -31,9 +42,9 @@ type scanner struct {
 	bad bool // give up: let encoding/json decide
 }
 
-// scanEvent fills ev from b; false means "use encoding/json".
-func scanEvent(b []byte, ev *leanEvent) bool {
-	sc := scanner{s: string(b)}
+// scanEvent fills ev from s; false means "use encoding/json".
+func scanEvent(s string, ev *leanEvent) bool {
+	sc := scanner{s: s}
 	w := &ev.w
 	strs := [...]field{{"type", &w.Type}, {"timestamp", &w.Timestamp}, {"asterisk_id", &w.AsteriskID},
 		{"application", &w.Application}, {"dialstatus", &w.DialStatus}, {"cause_txt", &w.CauseTxt},
@@ -43,11 +54,11 @@ func scanEvent(b []byte, ev *leanEvent) bool {
 		case "cause":
 			sc.setInt(&w.Cause)
 		case "channel":
-			w.Channel = sc.channel(&ev.chans[0], w.Channel != nil)
+			ev.has[0] = sc.channel(&ev.chans[0], ev.has[0])
 		case "caller":
-			w.Caller = sc.channel(&ev.chans[1], w.Caller != nil)
+			ev.has[1] = sc.channel(&ev.chans[1], ev.has[1])
 		case "peer":
-			w.Peer = sc.channel(&ev.chans[2], w.Peer != nil)
+			ev.has[2] = sc.channel(&ev.chans[2], ev.has[2])
 		default:
 			sc.field(key, strs[:], "cause", "channel", "caller", "peer")
 		}
@@ -87,12 +98,13 @@ func (sc *scanner) unknownKey(key, known string) {
 	}
 }
 
-// channel reads a channel object into c; a repeated key merges into the
-// channel read before (as encoding/json does with a non-nil pointer).
-func (sc *scanner) channel(c *wireChannel, merge bool) *wireChannel {
+// channel reads a channel object into c, false for null; a repeated key
+// merges into the channel read before (as encoding/json does with a
+// non-nil pointer).
+func (sc *scanner) channel(c *wireChannel, merge bool) bool {
 	sc.ws()
 	if sc.literal("null") {
-		return nil
+		return false
 	}
 	if !merge {
 		*c = wireChannel{}
@@ -126,7 +138,7 @@ func (sc *scanner) channel(c *wireChannel, merge bool) *wireChannel {
 			sc.field(key, strs[:], "dialplan", "channelvars")
 		}
 	})
-	return c
+	return true
 }
 
 // object reads {"key": value, ...}, calling f at each value.

@@ -48,7 +48,7 @@ func (k MessageKind) String() string {
 // Message is what the Listener hands its consumer, in arrival order.
 type Message struct {
 	Kind   MessageKind
-	Data   []byte    // Frame only
+	Data   string    // Frame only: its text, for DecodeString
 	At     time.Time // local clock when received / (dis)connected
 	Reason string    // Disconnected only
 }
@@ -352,7 +352,7 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout)) }
 	extend()
 	conn.SetPongHandler(func(string) error { extend(); return nil })
-	var buf bytes.Buffer // reused: each frame is then copied once, at its size
+	var buf bytes.Buffer // reused: each frame is then copied once, at its size, into its string
 	for {
 		typ, r, err := conn.NextReader()
 		if err == nil {
@@ -369,7 +369,7 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 		if typ != websocket.TextMessage {
 			continue
 		}
-		data := bytes.Clone(buf.Bytes())
+		data := buf.String()
 		if isReplaced(data) {
 			l.log.Warn("ARI application replaced: another client opened a websocket with the same app name, so this one receives nothing more; closing and reconnecting (give each listener its own ari.application)",
 				"application", l.opts.ARI.Application)
@@ -379,13 +379,13 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 	}
 }
 
-func isReplaced(b []byte) bool {
-	if !bytes.Contains(b, []byte(ApplicationReplaced)) {
+func isReplaced(s string) bool {
+	if !strings.Contains(s, ApplicationReplaced) {
 		return false
 	}
-	ev, err := Decode(b)
+	ev, err := DecodeString(s)
 	if err != nil {
-		return bytes.Contains(b, []byte(`"type":"ApplicationReplaced"`))
+		return strings.Contains(s, `"type":"ApplicationReplaced"`)
 	}
 	return ev.Replaced
 }

@@ -386,11 +386,11 @@ func TestSnapshotAsSoonAsNATSIsBack(t *testing.T) {
 // TestAppendMoreKeepsTheBatch: frames queued behind a Connected message in
 // the same batch are kept, before the ones read while listing.
 func TestAppendMoreKeepsTheBatch(t *testing.T) {
-	batch := []ari.Message{{Kind: ari.Connected}, {Kind: ari.Frame, Data: []byte("a")}, {Kind: ari.Frame, Data: []byte("b")}}
-	got := appendMore(batch, []ari.Message{{Kind: ari.Frame, Data: []byte("c")}})
+	batch := []ari.Message{{Kind: ari.Connected}, {Kind: ari.Frame, Data: "a"}, {Kind: ari.Frame, Data: "b"}}
+	got := appendMore(batch, []ari.Message{{Kind: ari.Frame, Data: "c"}})
 	var s string
 	for _, m := range got[1:] {
-		s += string(m.Data)
+		s += m.Data
 	}
 	if len(got) != 4 || got[0].Kind != ari.Connected || s != "abc" {
 		t.Fatalf("got %d messages, frames %q; want Connected then a, b, c", len(got), s)

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -39,4 +40,38 @@ func BenchmarkDecodeHandle(b *testing.B) {
 	if b.N >= len(lines) && out == 0 {
 		b.Fatal("the tracker emitted no call event")
 	}
+}
+
+// BenchmarkIngestCall: what ingest does for one whole answered call (the
+// recorded trace with fresh ids, 29 frames): take each frame off the
+// websocket reader's buffer as the listener does, decode it, track it, and
+// encode each CALLS message it causes with its Nats-Msg-Id (Service.frame
+// and publish, without NATS).
+func BenchmarkIngestCall(b *testing.B) {
+	c := answeredTemplate(b)
+	const calls = 4096
+	frames := make([][][]byte, calls)
+	for k := range frames {
+		frames[k] = render(append(c.head[:len(c.head):len(c.head)], c.tail...), k)
+	}
+	tr := NewTracker("", defaultAttr)
+	msgs := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for _, f := range frames[i%calls] {
+			ev, err := ari.DecodeString(string(f)) // the listener's copy of its read buffer
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, e := range tr.Handle(ev) {
+				if _, err := json.Marshal(&e); err != nil {
+					b.Fatal(err)
+				}
+				_ = msgID(&e)
+				msgs++
+			}
+		}
+	}
+	b.ReportMetric(float64(msgs)/float64(b.N), "msgs/call")
 }

@@ -242,6 +242,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		for i := 0; i < len(batch); i++ {
 			m := batch[i]
+			batch[i] = ari.Message{} // a deep batch frees its frames as it goes
 			switch m.Kind {
 			case ari.Frame:
 				s.frame(ctx, m.Data)
@@ -322,13 +323,13 @@ func (s *Service) listLive(ctx context.Context) ([]ari.Channel, bool) {
 	}
 }
 
-func (s *Service) frame(ctx context.Context, b []byte) {
+func (s *Service) frame(ctx context.Context, b string) {
 	s.received.Add(1)
-	ev, err := ari.Decode(b)
+	ev, err := ari.DecodeString(b)
 	if err != nil {
 		s.decodeErr.Add(1)
 		s.log.Warn("undecodable ARI event sent to the dead-letter subject", "reason", err, "subject", call.DLQSubject("ari"), "bytes", len(b))
-		s.deadLetter(ctx, b, err)
+		s.deadLetter(ctx, []byte(b), err)
 		return
 	}
 	s.mu.Lock()
