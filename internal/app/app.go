@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/minuted/minuted/internal/api"
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/bill"
 	"github.com/minuted/minuted/internal/config"
 	"github.com/minuted/minuted/internal/dashboard"
@@ -74,7 +76,13 @@ type App struct {
 	rdb  redis.UniversalClient
 	led  *ledger.Ledger
 	pub  *stream.Publisher
-	ing  *ingest.Service
+	// spool is ingest's outbox on disk (nil: ingest.spool_dir is "").
+	spool *stream.Spool
+	// streamsLater: NATS was away at start (ingest runs without it); the
+	// streams are created or checked once it answers, before bill and
+	// notify start.
+	streamsLater bool
+	ing          *ingest.Service
 	bil  *bill.Biller
 	not  *notify.Dispatcher
 	http net.Listener
@@ -113,6 +121,13 @@ func New(ctx context.Context, o Options) (a *App, err error) {
 			return nil, err
 		}
 	}
+	if o.has(RoleIngest) && a.cfg.Ingest.SpoolDir != "" {
+		// Before NATS: what a crashed process left is published first.
+		a.spool, err = stream.OpenSpool(SpoolPath(a.cfg), stream.SpoolOptions{Sync: a.cfg.Ingest.SpoolFsync, Logger: a.log})
+		if err != nil {
+			return nil, fmt.Errorf("ingest.spool_dir: %w", err)
+		}
+	}
 	if err := a.connectNATS(ctx); err != nil {
 		return nil, err
 	}
@@ -142,6 +157,10 @@ func (a *App) connectNATS(ctx context.Context) error {
 		// Strict order of ingest's publishes across a server restart: no
 		// reconnect buffer (see stream.Publisher).
 		a.nc, err = a.emb.Connect(nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
+	} else if a.o.has(RoleIngest) {
+		// Ingest must listen to Asterisk from the start, NATS or not: it
+		// buffers (and spools) its events until NATS answers.
+		a.nc, err = stream.ConnectInBackground(ctx, a.cfg.NATS, name, a.log, nats.ReconnectBufSize(-1))
 	} else {
 		a.nc, err = stream.Connect(ctx, a.cfg.NATS, name, a.log, nats.ReconnectBufSize(-1))
 	}
@@ -151,12 +170,57 @@ func (a *App) connectNATS(ctx context.Context) error {
 	if a.js, err = jetstream.New(a.nc); err != nil {
 		return fmt.Errorf("JetStream: %w", err)
 	}
+	if !a.nc.IsConnected() {
+		a.streamsLater = true
+		return nil
+	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := stream.EnsureStreams(sctx, a.js, a.cfg.NATS); err != nil {
 		return fmt.Errorf("create or update the streams: %w", err)
 	}
 	return nil
+}
+
+// ensureStreamsLater creates or checks the streams once NATS answers
+// (it was away at start), retrying until it works or ctx ends; it closes
+// ready when done.
+func (a *App) ensureStreamsLater(ctx context.Context, ready chan<- struct{}) {
+	for attempt := 0; ; attempt++ {
+		if a.nc.IsConnected() {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := stream.EnsureStreams(sctx, a.js, a.cfg.NATS)
+			cancel()
+			if err == nil {
+				a.log.Info("NATS reachable: streams created or checked")
+				close(ready)
+				return
+			}
+			a.log.Warn("cannot create or check the streams yet; retrying", "err", err)
+		}
+		if !backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, 5*time.Second, attempt, 0.5)) {
+			return
+		}
+	}
+}
+
+// SpoolPath is the spool file of cfg's ingest: one per node (the node
+// id, or the ARI URL and application when the node is learnt from ARI).
+func SpoolPath(cfg config.Config) string {
+	name := cfg.Node
+	if name == "" {
+		name = "ari-" + cfg.ARI.URL + "-" + cfg.ARI.Application
+		if u, err := url.Parse(cfg.ARI.URL); err == nil {
+			name = "ari-" + u.Host + u.Path + "-" + cfg.ARI.Application
+		}
+	}
+	safe := []byte(name)
+	for i, c := range safe {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			safe[i] = '_'
+		}
+	}
+	return filepath.Join(cfg.Ingest.SpoolDir, "ingest-"+string(safe)+".spool")
 }
 
 // RedisClient builds a go-redis client from cfg, in every form a
@@ -314,7 +378,7 @@ func (a *App) buildRoles() error {
 	var err error
 	if a.o.has(RoleIngest) {
 		a.pub = stream.NewPublisher(a.js, stream.PublisherOptions{
-			Buffer: a.cfg.NATS.PublishBufferSize, Logger: a.log.With("component", "publisher"),
+			Buffer: a.cfg.NATS.PublishBufferSize, Logger: a.log.With("component", "publisher"), Spool: a.spool,
 		})
 		a.ing = ingest.New(ingest.Options{
 			Node: a.cfg.Node, ARI: a.cfg.ARI, SnapshotInterval: a.cfg.Ingest.SnapshotInterval,
@@ -371,14 +435,33 @@ func (a *App) Run(ctx context.Context) error {
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPub()
 	pubDone := make(chan error, 1)
+	// Bill and notify need the streams; ingest runs without NATS.
+	streamsReady := make(chan struct{})
+	if a.streamsLater {
+		go a.ensureStreamsLater(gctx, streamsReady)
+	} else {
+		close(streamsReady)
+	}
+	afterStreams := func(run func(context.Context) error) func() error {
+		return func() error {
+			select {
+			case <-streamsReady:
+			case <-gctx.Done():
+				return nil
+			}
+			return run(gctx)
+		}
+	}
 	if a.pub != nil {
 		go func() { pubDone <- a.pub.Run(pubCtx) }()
 		g.Go(func() error {
 			err := a.ing.Run(gctx)
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.DrainTimeout)
 			defer cancel()
-			if ferr := a.pub.Flush(fctx); ferr != nil {
-				a.log.Error("shutdown: events not yet in NATS are lost with this process", "pending", a.pub.Depth(), "err", ferr)
+			if ferr := a.pub.Flush(fctx); ferr != nil && a.spool != nil {
+				a.log.Warn("shutdown: events not yet in NATS stay in the spool; the next start publishes them", "pending", a.pub.Depth(), "spool", a.spool.Path(), "err", ferr)
+			} else if ferr != nil {
+				a.log.Error("shutdown: events not yet in NATS are lost with this process (no ingest.spool_dir)", "pending", a.pub.Depth(), "err", ferr)
 			} else {
 				a.log.Info("shutdown: every event published")
 			}
@@ -388,10 +471,10 @@ func (a *App) Run(ctx context.Context) error {
 		})
 	}
 	if a.bil != nil {
-		g.Go(func() error { return roleErr(RoleBill, a.bil.Run(gctx)) })
+		g.Go(afterStreams(func(ctx context.Context) error { return roleErr(RoleBill, a.bil.Run(ctx)) }))
 	}
 	if a.not != nil {
-		g.Go(func() error { return roleErr(RoleNotify, a.not.Run(gctx)) })
+		g.Go(afterStreams(func(ctx context.Context) error { return roleErr(RoleNotify, a.not.Run(ctx)) }))
 	}
 	if a.http != nil {
 		h, err := api.New(api.Options{
@@ -446,6 +529,12 @@ func (a *App) Close() {
 	if a.emb != nil {
 		a.emb.Shutdown()
 		a.emb = nil
+	}
+	if a.spool != nil {
+		if err := a.spool.Close(); err != nil {
+			a.log.Warn("cannot close the spool", "err", err)
+		}
+		a.spool = nil
 	}
 	if a.rdb != nil {
 		_ = a.rdb.Close()

@@ -65,6 +65,7 @@ func startStack(t *testing.T, mutate func(*config.Config)) *stack {
 	cfg.ARI.Application = "minuted-e2e"
 	cfg.HTTP.AdminToken = token
 	cfg.Ingest.SnapshotInterval = time.Second
+	cfg.Ingest.SpoolDir = t.TempDir()
 	cfg.Bill.OrphanAfter = 3 * time.Second
 	if mutate != nil {
 		mutate(&cfg)

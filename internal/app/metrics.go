@@ -33,6 +33,7 @@ func registerMetrics(a *App) {
 		counter("nats_published_total", "Messages acknowledged by JetStream.", func() float64 { return float64(p().Published) })
 		counter("nats_publish_retries_total", "Messages sent again after a NATS failure.", func() float64 { return float64(p().Retried) })
 		gauge("publish_backlog", "Events waiting to be acknowledged by JetStream.", func() float64 { return float64(p().Depth) })
+		counter("ingest_spool_errors_total", "Events that could not be written to the spool (kept in memory only) and failed spool truncations.", func() float64 { return float64(p().SpoolErrors) })
 	}
 	if a.bil != nil {
 		s := a.bil.Stats

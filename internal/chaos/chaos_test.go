@@ -272,7 +272,10 @@ func startHarness(t *testing.T, k knobs) *harness {
 	if err := os.WriteFile(cfg, []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"MINUTED_NATS_URL=" + h.natsURL(), "MINUTED_REDIS_URL=" + h.rds.URL(), "ARI_PASSWORD=" + ariPassword}
+	// Ingest's spool outlives its kill -9s: the restarted process publishes
+	// what the killed one had not got into NATS.
+	common := []string{"MINUTED_NATS_URL=" + h.natsURL(), "MINUTED_REDIS_URL=" + h.rds.URL(), "ARI_PASSWORD=" + ariPassword,
+		"MINUTED_SPOOL_DIR=" + filepath.Join(h.dir, "spool")}
 	for i := range 2 {
 		b := h.newProc(fmt.Sprintf("bill-%d", i+1), bins.minuted, []string{"bill", "-config", cfg}, common)
 		h.bills = append(h.bills, b)

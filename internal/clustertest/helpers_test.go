@@ -137,7 +137,8 @@ func (tp *topo) startProcs(t *testing.T, o topoOptions) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, procYAML, o.orphanAfter), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"MINUTED_NATS_URL=" + tp.nats.URL(), "MINUTED_REDIS_URL=" + tp.rds.URL(), "MINUTED_ADMIN_TOKEN=" + token}
+	common := []string{"MINUTED_NATS_URL=" + tp.nats.URL(), "MINUTED_REDIS_URL=" + tp.rds.URL(), "MINUTED_ADMIN_TOKEN=" + token,
+		"MINUTED_SPOOL_DIR=" + filepath.Join(t.TempDir(), "spool")}
 	start := func(name, role string, env ...string) *testutil.Proc {
 		p := testutil.StartProc(t, name, bin, []string{role, "-config", cfg}, append(env, common...))
 		tp.logs = append(tp.logs, p.LogPath)
@@ -180,6 +181,7 @@ func (tp *topo) startInProcess(t *testing.T, o topoOptions) {
 	base.ARI.Application = ariApp
 	base.HTTP.AdminToken = token
 	base.Ingest.SnapshotInterval = time.Second
+	base.Ingest.SpoolDir = t.TempDir()
 	base.Bill.OrphanAfter = o.orphanAfter
 	var wg sync.WaitGroup
 	var errMu sync.Mutex

@@ -180,6 +180,13 @@ type IngestConfig struct {
 	// ARILostGrace: an ari_lost alert is raised when ARI stays unreachable
 	// this long.
 	ARILostGrace time.Duration `yaml:"ari_lost_grace"`
+	// SpoolDir is where ingest keeps, in one file per node, every call
+	// event until JetStream has acknowledged it, so that a crash (kill -9,
+	// OOM) while NATS is slow or away loses none; "" disables the spool.
+	SpoolDir string `yaml:"spool_dir"`
+	// SpoolFsync fsyncs the spool after every event: it then survives a
+	// power loss too, at the cost of one disk flush per event.
+	SpoolFsync bool `yaml:"spool_fsync"`
 }
 
 // HangupReasons are the reasons DELETE /ari/channels/{id} accepts, with the
@@ -241,7 +248,8 @@ func Default() Config {
 		},
 		Redis: RedisConfig{URL: "redis://127.0.0.1:6379/0", LedgerMaxLen: 100000},
 		Ingest: IngestConfig{Variable: "BILLING_PROJECT", UseAccountcode: true, SnapshotInterval: 10 * time.Second,
-			AuthTimeout: 250 * time.Millisecond, AuthPolicy: "fail_open", AuthHangupCause: "rejected", ARILostGrace: 30 * time.Second},
+			AuthTimeout: 250 * time.Millisecond, AuthPolicy: "fail_open", AuthHangupCause: "rejected", ARILostGrace: 30 * time.Second,
+			SpoolDir: "/var/lib/minuted/spool"},
 		Bill: BillConfig{
 			UnknownProject: "create", Batch: 256, MaxInFlight: 1024, AckWait: 30 * time.Second,
 			MaxDeliver: -1, OrphanAfter: 35 * time.Second, TickSlack: 3 * time.Second,
@@ -289,6 +297,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(&c.Redis.URL, "MINUTED_REDIS_URL")
 	set(&c.HTTP.Addr, "MINUTED_HTTP_ADDR")
 	set(&c.Node, "MINUTED_NODE")
+	set(&c.Ingest.SpoolDir, "MINUTED_SPOOL_DIR")
 	set(&c.ARI.URL, "ARI_URL")
 	set(&c.ARI.WSURL, "ARI_WSURL")
 	set(&c.ARI.Username, "ARI_USERNAME")

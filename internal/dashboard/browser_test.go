@@ -71,6 +71,7 @@ func fullStack(t *testing.T) (string, *sim.Server, *ledger.Ledger) {
 	cfg.ARI.URL, cfg.ARI.Username, cfg.ARI.Password, cfg.ARI.Application = ari.URL(), "minuted", "ari-secret", "minuted-ui"
 	cfg.HTTP.AdminToken = token
 	cfg.Ingest.SnapshotInterval = time.Second
+	cfg.Ingest.SpoolDir = t.TempDir()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

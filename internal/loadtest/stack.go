@@ -152,7 +152,7 @@ func Start(ctx context.Context, o StackOptions) (s *Stack, err error) {
 		"ARI_URL=" + s.Sim.URL(), "ARI_USERNAME=minuted", "ARI_PASSWORD=load-secret", "ARI_APPLICATION=" + s.App,
 	}
 	cfg := filepath.Join(s.dir, "minuted.yaml")
-	yml := fmt.Sprintf("ingest:\n  snapshot_interval: %s\n", o.SnapshotInterval)
+	yml := fmt.Sprintf("ingest:\n  snapshot_interval: %s\n  spool_dir: %s\n", o.SnapshotInterval, filepath.Join(s.dir, "spool"))
 	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 		return s, fmt.Errorf("write %s: %w", cfg, err)
 	}

@@ -38,6 +38,20 @@ const (
 // applied last (e.g. nats.ReconnectBufSize(-1) for a Publisher that must keep
 // strict order across a server crash, see Publisher).
 func Connect(ctx context.Context, cfg config.NATSConfig, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	return connect(ctx, cfg, name, log, false, extra...)
+}
+
+// ConnectInBackground is Connect for a role that must run while NATS is
+// away (ingest keeps listening to Asterisk and spools its events): when no
+// server answers the first attempt, it returns a connection that goes on
+// dialling in the background (nats.RetryOnFailedConnect; it reports
+// CONNECTED once a server answers). Refused credentials and TLS failures
+// still end it at once.
+func ConnectInBackground(ctx context.Context, cfg config.NATSConfig, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	return connect(ctx, cfg, name, log, true, extra...)
+}
+
+func connect(ctx context.Context, cfg config.NATSConfig, name string, log *slog.Logger, background bool, extra ...nats.Option) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -106,6 +120,14 @@ func Connect(ctx context.Context, cfg config.NATSConfig, name string, log *slog.
 			}
 		} else {
 			closedAfterTLS = 0
+			if background {
+				nc, berr := nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
+				if berr == nil {
+					log.Warn("NATS not reachable; starting without it and connecting in the background", "servers", shown, "err", err)
+					return nc, nil
+				}
+				err = berr
+			}
 		}
 		log.Warn("NATS not reachable, retrying", "servers", shown, "attempt", attempt, "retry_in", wait, "err", err)
 		select {

@@ -33,6 +33,11 @@ type PublisherOptions struct {
 	// changes (a metric hook). It runs with the Publisher's lock held: it
 	// must be quick and must not call the Publisher.
 	OnDepth func(int)
+	// Spool, if set, keeps every message on disk from Enqueue until
+	// JetStream acknowledges it, so that a crashed process loses none: the
+	// messages a previous process left in it are published first. The
+	// Publisher uses it under its lock; the caller closes it after Run.
+	Spool *Spool
 }
 
 // PublisherStats are the Publisher's counters since it was created.
@@ -46,11 +51,17 @@ type PublisherStats struct {
 	Duplicates uint64
 	// Depth is the number of messages enqueued and not yet acknowledged.
 	Depth int
+	// Recovered counts the messages found in the spool at start.
+	Recovered int
+	// SpoolErrors counts messages that could not be written to the spool
+	// (kept in memory only) and failed spool truncations.
+	SpoolErrors uint64
 }
 
 type pubItem struct {
 	subject, id string
 	data        []byte
+	spooled     int64 // bytes of the message in the spool file (0: not there)
 }
 
 type flight struct {
@@ -87,6 +98,8 @@ type Publisher struct {
 	acked     uint64
 	changed   chan struct{} // closed when acked advances, if someone waits
 	warnLevel int
+	spoolErrs uint64
+	recovered int
 
 	wake       chan struct{}
 	running    atomic.Bool
@@ -115,7 +128,15 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Publisher{js: js, o: o, log: log.With("component", "publisher"), wake: make(chan struct{}, 1)}
+	p := &Publisher{js: js, o: o, log: log.With("component", "publisher"), wake: make(chan struct{}, 1)}
+	if o.Spool != nil {
+		for _, r := range o.Spool.takeRecovered() {
+			p.q = append(p.q, pubItem{subject: r.Subject, id: r.ID, data: r.Data, spooled: r.encodedLen()})
+		}
+		p.recovered = len(p.q)
+		p.enqueued = uint64(len(p.q))
+	}
+	return p
 }
 
 // Enqueue appends a message to the in-order buffer. It blocks only while
@@ -138,7 +159,15 @@ func (p *Publisher) Enqueue(ctx context.Context, subject, msgID string, data []b
 		}
 		p.mu.Lock()
 	}
-	p.q = append(p.q, pubItem{subject: subject, id: msgID, data: data})
+	it := pubItem{subject: subject, id: msgID, data: data}
+	if p.o.Spool != nil {
+		n, err := p.o.Spool.Append(subject, msgID, data)
+		if err != nil {
+			p.spoolErrorLocked("cannot write an event to the spool file; it is kept in memory only until NATS acknowledges it", err)
+		}
+		it.spooled = n
+	}
+	p.q = append(p.q, it)
 	p.enqueued++
 	p.noteLevelLocked()
 	p.mu.Unlock()
@@ -180,11 +209,25 @@ func (p *Publisher) Depth() int {
 
 // Stats returns the counters.
 func (p *Publisher) Stats() PublisherStats {
+	p.mu.Lock()
+	depth, recovered, spoolErrs := p.depthLocked(), p.recovered, p.spoolErrs
+	p.mu.Unlock()
 	return PublisherStats{
-		Published:  p.published.Load(),
-		Retried:    p.retried.Load(),
-		Duplicates: p.duplicates.Load(),
-		Depth:      p.Depth(),
+		Published:   p.published.Load(),
+		Retried:     p.retried.Load(),
+		Duplicates:  p.duplicates.Load(),
+		Depth:       depth,
+		Recovered:   recovered,
+		SpoolErrors: spoolErrs,
+	}
+}
+
+// spoolErrorLocked counts a spool failure and logs the first of a run of
+// them (and every 1000th).
+func (p *Publisher) spoolErrorLocked(msg string, err error) {
+	p.spoolErrs++
+	if p.spoolErrs%1000 == 1 {
+		p.log.Error(msg, "spool", p.o.Spool.Path(), "failures", p.spoolErrs, "err", err)
 	}
 }
 
@@ -268,6 +311,15 @@ func (p *Publisher) ackOldest(n, dups int) {
 	p.published.Add(uint64(n))
 	p.duplicates.Add(uint64(dups))
 	p.mu.Lock()
+	if p.o.Spool != nil {
+		var bytes int64
+		for _, it := range p.q[p.head : p.head+n] {
+			bytes += it.spooled
+		}
+		if err := p.o.Spool.Ack(bytes); err != nil {
+			p.spoolErrorLocked("cannot drop acknowledged events from the spool file; they are published again (as duplicates) after a restart", err)
+		}
+	}
 	clear(p.q[p.head : p.head+n])
 	p.head += n
 	p.acked += uint64(n)
