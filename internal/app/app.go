@@ -66,16 +66,16 @@ type Options struct {
 
 // App is a running set of roles.
 type App struct {
-	o    Options
-	cfg  config.Config
-	log  *slog.Logger
-	reg  *prometheus.Registry
-	emb  *stream.Embedded
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	rdb  redis.UniversalClient
-	led  *ledger.Ledger
-	pub  *stream.Publisher
+	o   Options
+	cfg config.Config
+	log *slog.Logger
+	reg *prometheus.Registry
+	emb *stream.Embedded
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	rdb redis.UniversalClient
+	led *ledger.Ledger
+	pub *stream.Publisher
 	// spool is ingest's outbox on disk (nil: ingest.spool_dir is "").
 	spool *stream.Spool
 	// streamsLater: NATS was away at start (ingest runs without it); the
@@ -83,11 +83,11 @@ type App struct {
 	// notify start.
 	streamsLater bool
 	ing          *ingest.Service
-	bil  *bill.Biller
-	not  *notify.Dispatcher
-	http net.Listener
-	addr string
-	demo *demo
+	bil          *bill.Biller
+	not          *notify.Dispatcher
+	http         net.Listener
+	addr         string
+	demo         *demo
 }
 
 func (o Options) has(role string) bool { return slices.Contains(o.Roles, role) }
