@@ -185,4 +185,3 @@ func readStream(t *testing.T, js jetstream.JetStream, name string) []jetstream.M
 	}
 	return out
 }
-
