@@ -78,8 +78,8 @@ type App struct {
 	pub *stream.Publisher
 	// spool is ingest's outbox on disk (nil: ingest.spool_dir is "").
 	spool *stream.Spool
-	// streamsLater: NATS was away at start (ingest runs without it); the
-	// streams are created or checked once it answers, before bill and
+	// streamsLater: the streams are created or checked in the background
+	// once NATS answers (ingest runs without NATS), before bill and
 	// notify start.
 	streamsLater bool
 	ing          *ingest.Service
@@ -170,7 +170,10 @@ func (a *App) connectNATS(ctx context.Context) error {
 	if a.js, err = jetstream.New(a.nc); err != nil {
 		return fmt.Errorf("JetStream: %w", err)
 	}
-	if !a.nc.IsConnected() {
+	if a.o.has(RoleIngest) {
+		// Not even a NATS that answers but then stalls or restarts may
+		// hold ingest back from listening: the streams are created or
+		// checked beside it (bill and notify wait for them).
 		a.streamsLater = true
 		return nil
 	}
@@ -182,23 +185,30 @@ func (a *App) connectNATS(ctx context.Context) error {
 	return nil
 }
 
-// ensureStreamsLater creates or checks the streams once NATS answers
-// (it was away at start), retrying until it works or ctx ends; it closes
-// ready when done.
+// ensureStreamsLater creates or checks the streams as soon as NATS
+// answers, retrying until it works or ctx ends; it closes ready when done.
 func (a *App) ensureStreamsLater(ctx context.Context, ready chan<- struct{}) {
-	for attempt := 0; ; attempt++ {
+	failures := 0
+	for {
+		wait := 100 * time.Millisecond // until connected
 		if a.nc.IsConnected() {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := stream.EnsureStreams(sctx, a.js, a.cfg.NATS)
 			cancel()
 			if err == nil {
-				a.log.Info("NATS reachable: streams created or checked")
+				a.log.Info("streams created or checked")
 				close(ready)
 				return
 			}
-			a.log.Warn("cannot create or check the streams yet; retrying", "err", err)
+			failures++
+			lvl := slog.LevelWarn
+			if failures > 10 {
+				lvl = slog.LevelError // not a passing outage: say it louder
+			}
+			a.log.Log(ctx, lvl, "cannot create or check the streams yet; bill and notify wait, ingest spools", "err", err, "attempt", failures)
+			wait = backoff.Delay(100*time.Millisecond, 5*time.Second, failures-1, 0.5)
 		}
-		if !backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, 5*time.Second, attempt, 0.5)) {
+		if !backoff.Sleep(ctx, wait) {
 			return
 		}
 	}

@@ -489,7 +489,12 @@ const seedWait = 10 * time.Second
 func (s *Service) loadSeedRetry(ctx context.Context) {
 	defer s.seedDone.Store(true)
 	deadline := time.Now().Add(seedWait)
-	for !s.loadSeed(ctx) && time.Now().Before(deadline) {
+	for attempt := 0; !s.loadSeed(ctx, attempt > 0); attempt++ {
+		if time.Now().After(deadline) {
+			s.log.Warn("gave up reading this node's last snapshot; live channels are adopted by the attribution rules alone",
+				"node", s.Node(), "waited", seedWait)
+			return
+		}
 		if !backoff.Sleep(ctx, snapshotRetry) {
 			return
 		}
@@ -501,8 +506,9 @@ func (s *Service) loadSeedRetry(ctx context.Context) {
 // the subject is kept, so of a snapshot sent in parts only its last part
 // is found: the other calls are adopted by the rules for unknown channels.
 // It reports false when the stream could not be read (a snapshot
-// published then would replace the one still stored).
-func (s *Service) loadSeed(ctx context.Context) bool {
+// published then would replace the one still stored); quiet logs that at
+// debug level (a retry).
+func (s *Service) loadSeed(ctx context.Context, quiet bool) bool {
 	node := s.Node()
 	if node == "" || s.o.JS == nil {
 		return true // nothing to read
@@ -519,8 +525,12 @@ func (s *Service) loadSeed(ctx context.Context) bool {
 		return true
 	}
 	if err != nil {
-		s.log.Warn("cannot read this node's last snapshot; live channels are adopted by the attribution rules alone",
-			"node", node, "stream", call.NodesStream, "err", err)
+		lvl := slog.LevelWarn
+		if quiet {
+			lvl = slog.LevelDebug
+		}
+		s.log.Log(ctx, lvl, "cannot read this node's last snapshot yet; ARI events wait meanwhile",
+			"node", node, "stream", call.NodesStream, "wait_at_most", seedWait, "err", err)
 		return false
 	}
 	var snap call.Snapshot
