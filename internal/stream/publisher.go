@@ -222,8 +222,8 @@ func (p *Publisher) Stats() PublisherStats {
 	}
 }
 
-// spoolErrorLocked counts a spool failure and logs the first of a run of
-// them (and every 1000th).
+// spoolErrorLocked counts a spool failure and logs the first one and
+// every 1000th after it.
 func (p *Publisher) spoolErrorLocked(msg string, err error) {
 	p.spoolErrs++
 	if p.spoolErrs%1000 == 1 {

@@ -67,7 +67,7 @@ const (
 	spoolRecHead  = 8        // u32 body length, u32 CRC-32C of the body
 	spoolMaxBody  = 64 << 20 // larger than any NATS payload
 	spoolTmpExt   = ".tmp"
-	defaultCompac = 8 << 20
+	defaultCompactAt = 8 << 20
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -161,7 +161,7 @@ func spoolString(b []byte) (string, []byte, bool) {
 // file cannot be created, read or locked.
 func OpenSpool(path string, o SpoolOptions) (*Spool, error) {
 	if o.CompactAt <= 0 {
-		o.CompactAt = defaultCompac
+		o.CompactAt = defaultCompactAt
 	}
 	log := o.Logger
 	if log == nil {
