@@ -64,9 +64,9 @@ type SpoolRecord struct {
 var spoolHeader = []byte("MDSPOOL1")
 
 const (
-	spoolRecHead  = 8        // u32 body length, u32 CRC-32C of the body
-	spoolMaxBody  = 64 << 20 // larger than any NATS payload
-	spoolTmpExt   = ".tmp"
+	spoolRecHead     = 8        // u32 body length, u32 CRC-32C of the body
+	spoolMaxBody     = 64 << 20 // larger than any NATS payload
+	spoolTmpExt      = ".tmp"
 	defaultCompactAt = 8 << 20
 )
 
