@@ -174,6 +174,12 @@ type Tracker struct {
 
 	connected      bool
 	disconnectedAt time.Time
+	// sinceConnect holds the channels an event named after the websocket
+	// (re)connected and before Reconcile (while not connected, or
+	// starting). They existed after the connection, so the list Reconcile
+	// gets, which may have been taken before their first event, is no
+	// evidence that they are gone: their own events tell their end.
+	sinceConnect map[string]struct{}
 	// seed is the previous process's last snapshot (Seed), consumed by the
 	// next Reconcile; seedAt is its time.
 	seed    map[string]call.LiveCall
@@ -294,6 +300,12 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 		if lc, ok := t.seed[s.ID]; ok {
 			t.applySeed(c, s, lc)
 		}
+	}
+	if !t.connected || t.starting {
+		if t.sinceConnect == nil {
+			t.sinceConnect = make(map[string]struct{})
+		}
+		t.sinceConnect[c.id] = struct{}{}
 	}
 	prevSeen := c.lastSeen
 	if prevSeen.IsZero() {
@@ -801,6 +813,12 @@ func (t *Tracker) Connected() bool { return t.connected }
 // and the disconnect), Estimated. Live channels not tracked are adopted;
 // if already Up they are answered at the earliest time consistent with
 // what was seen (their creation, or the disconnect), Estimated.
+//
+// Events that arrived after the connection and were applied before (see
+// sinceConnect) may be newer than the list: a channel one of them named is
+// neither vanished when the list lacks it (it may have been created after
+// the list was taken) nor brought back when the list has it but an event
+// since destroyed it.
 func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	at = call.UTCms(at)
 	var out []call.Event
@@ -810,7 +828,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	}
 	var vanished []*channel
 	for _, c := range t.chans {
-		if !seen[c.id] {
+		if _, heard := t.sinceConnect[c.id]; !seen[c.id] && !heard {
 			vanished = append(vanished, c)
 		}
 	}
@@ -832,6 +850,9 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	var groups []*group
 	for i := range sorted {
 		s := &sorted[i]
+		if _, heard := t.sinceConnect[s.ID]; heard && t.chans[s.ID] == nil {
+			continue // destroyed by an event newer than the list
+		}
 		delete(t.gone, s.ID)
 		prev := t.chans[s.ID]
 		wasUp := prev != nil && !prev.upAt.IsZero()
@@ -864,6 +885,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	}
 	out = t.endVanishedSeed(seen, out)
 	t.seed, t.seedAt, t.seedEst = nil, time.Time{}, nil
+	t.sinceConnect = nil
 	t.starting = false
 	for _, g := range groups {
 		if len(g.members) > 0 && g.members[0].g == g {
