@@ -529,8 +529,12 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 		}
 	}
 	b := g.billed
-	if b != nil && !b.answered && !b.closed && b.dialled && b.by == call.ByVariable && callerSide {
-		// a dialled leg loses to a caller side that got a project
+	if b != nil && !b.answered && !b.closed && b.dialled && !t.attributed(b, callerSide) {
+		// A dialled leg that no longer gets a project loses it before
+		// answer: to a caller side that got one, or, billed by accountcode
+		// or rule, because it was started before it was known to be dialled
+		// (an ingest that started mid-call saw its Local half, or the Dial,
+		// only later).
 		t.supersede(b, at, out)
 		g.billed, b = nil, nil
 	}
@@ -621,6 +625,12 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 	if moved {
 		*out = append(*out, t.msg(m, call.Started))
 	}
+}
+
+// attributed reports whether m gets a project now.
+func (t *Tracker) attributed(m *channel, callerSide bool) bool {
+	p, _ := t.attribute(m, callerSide)
+	return p != ""
 }
 
 func (t *Tracker) nonDialledProject(m *channel) bool {
