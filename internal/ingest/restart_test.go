@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"maps"
 	"testing"
 
 	"github.com/minuted/minuted/internal/ari"
@@ -34,53 +35,62 @@ func listAt(evs []ari.Event, n int) []ari.Channel {
 	return out
 }
 
-// TestRestartDuringTwoLegSetup: an ingest that (re)connects while a
-// two-leg call is being set up, from the creation of the callee's Local
-// pair up to the Dial that links it to the caller, bills the caller's leg
-// (1795789857.19) exactly once and never the callee's, whenever the channel
-// list is taken and however many frames of the new connection are applied
-// before Reconcile. The callee's ;2 half, seen before its dialled ;1 half,
-// was started by accountcode and then kept as the billed channel.
-func TestRestartDuringTwoLegSetup(t *testing.T) {
-	evs := loadTrace(t, "two_leg_dial")
-	n := len(evs)
-	bad := 0
-	for i := 33; i <= 42; i++ { // a restarted ingest connects after event i: frames from i on
-		for j := i; j <= min(n, i+15); j++ { // list taken after event j
-			for k := i; k <= min(n, i+15); k++ { // frames i..k applied before Reconcile
-				tr := NewTracker("", defaultAttr)
-				tr.Starting()
-				var out []call.Event
-				for _, ev := range evs[i:k] {
-					out = append(out, tr.Handle(ev)...)
-				}
-				out = append(out, tr.Reconcile(listAt(evs, j), evs[min(j, n-1)].Timestamp)...)
-				for _, ev := range evs[k:] {
-					out = append(out, tr.Handle(ev)...)
-				}
-				ends := 0
-				for _, e := range out {
-					if e.Kind == call.Ended && e.Project != "" && e.AnsweredAt != nil {
-						if e.Channel != "1795789857.19" {
-							bad++
-							if bad < 10 {
-								t.Errorf("i=%d j=%d k=%d: billed %s %s", i, j, k, e.Channel, e.Project)
-							}
-						} else {
-							ends++
-						}
+// TestRestartAnywhere: an ingest that starts at any point of a call (the
+// first frames it gets are from event i on), whenever it takes the channel
+// list (after event j) and however many frames of its new connection it
+// applies before Reconcile (those before event k), bills the same channels
+// as one that saw the whole call. Two-leg calls used to go wrong: the
+// callee's Local ;2 half, seen before its dialled ;1 half, was billed by
+// accountcode, instead of or besides the caller's leg.
+func TestRestartAnywhere(t *testing.T) {
+	const window = 12 // list and Reconcile within this many events of the start
+	for _, name := range []string{"two_leg_dial", "two_leg_busy", "answered_short", "answered_long"} {
+		evs := loadTrace(t, name)
+		n := len(evs)
+		want := billedChannels(run(NewTracker("", defaultAttr), evs, nil))
+		lastEnd := 0 // index of the billed channels' last ChannelDestroyed
+		for x, ev := range evs {
+			if ev.Type == ari.ChannelDestroyed && ev.Channel != nil && want[ev.Channel.ID] > 0 {
+				lastEnd = x
+			}
+		}
+		bad := 0
+		for i := 0; i <= n; i++ {
+			for j := i; j <= min(n, i+window); j++ {
+				for k := i; k <= min(n, i+window); k++ {
+					tr := NewTracker("", defaultAttr)
+					tr.Starting()
+					var out []call.Event
+					for _, ev := range evs[i:k] {
+						out = append(out, tr.Handle(ev)...)
 					}
-				}
-				if ends != 1 {
-					bad++
-					if bad < 10 {
-						t.Errorf("i=%d j=%d k=%d: .19 billed %d times", i, j, k, ends)
+					out = append(out, tr.Reconcile(listAt(evs, j), evs[min(j, n-1)].Timestamp)...)
+					for _, ev := range evs[k:] {
+						out = append(out, tr.Handle(ev)...)
+					}
+					if got := billedChannels(out); !maps.Equal(got, want) && (len(got) > 0 || i < lastEnd) {
+						// (none billed: the call was over before the start)
+						bad++
+						if bad <= 5 {
+							t.Errorf("%s: start after event %d, list after %d, %d frames before Reconcile: billed %v, want %v", name, i, j, k-i, got, want)
+						}
 					}
 				}
 			}
 		}
+		if bad > 5 {
+			t.Errorf("%s: %d such starts in all", name, bad)
+		}
 	}
-	if bad > 0 {
-		t.Errorf("%d interleavings bill the wrong leg or not once", bad)
+}
+
+// billedChannels counts the answered, billed ended events per channel.
+func billedChannels(out []call.Event) map[string]int {
+	got := map[string]int{}
+	for _, e := range out {
+		if e.Kind == call.Ended && e.Project != "" && e.AnsweredAt != nil {
+			got[e.Channel]++
+		}
 	}
+	return got
 }

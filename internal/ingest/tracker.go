@@ -524,7 +524,8 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 			}
 			m.project, m.by = p, by
 		}
-		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == call.ByVariable && !callerSide) {
+		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == call.ByVariable && !callerSide) &&
+			!t.halfAlone(m) {
 			eligible = append(eligible, m)
 		}
 	}
@@ -625,6 +626,16 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 	if moved {
 		*out = append(*out, t.msg(m, call.Started))
 	}
+}
+
+// halfAlone reports whether m is a Local half seen without its other half
+// before the first Reconcile after a (re)connection, and not already billed
+// or seeded. Its other half may be the dialled one (the ;1 half of a
+// dialled Local channel), which would make it a dialled leg: it waits for
+// the channel list (or the other half's events) before it can be billed.
+// Connected, both halves are always seen, created together.
+func (t *Tracker) halfAlone(m *channel) bool {
+	return (!t.connected || t.starting) && m.base != "" && !m.started && m.seedProject() == "" && len(t.byBase[m.base]) < 2
 }
 
 // attributed reports whether m gets a project now.
