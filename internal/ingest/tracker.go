@@ -633,7 +633,10 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 // or seeded. Its other half may be the dialled one (the ;1 half of a
 // dialled Local channel), which would make it a dialled leg: it waits for
 // the channel list (or the other half's events) before it can be billed.
-// Connected, both halves are always seen, created together.
+// Connected, both halves are always seen, created together. (A call whose
+// Local half alone this process sees, only at its hangup, and that the
+// previous process's snapshot does not list, is thus left to bill's
+// orphan judgement: ended, estimated, from the node's snapshots.)
 func (t *Tracker) halfAlone(m *channel) bool {
 	return (!t.connected || t.starting) && m.base != "" && !m.started && m.seedProject() == "" && len(t.byBase[m.base]) < 2
 }
