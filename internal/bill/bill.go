@@ -112,6 +112,10 @@ type Biller struct {
 	orph  *orphans
 	c     counters
 
+	// reconnects is the NATS connection's reconnect count when the orphan
+	// loop (its only user) last looked.
+	reconnects uint64
+
 	known sync.Map // project id -> struct{}: exists in the ledger
 
 	bg sync.WaitGroup // background alert publishers

@@ -44,6 +44,13 @@ type env struct {
 
 func setup(t testing.TB, redisArgs ...string) *env {
 	t.Helper()
+	return setupStorage(t, "memory", redisArgs...)
+}
+
+// setupStorage is setup with the streams on storage ("file" for tests that
+// restart the NATS server: memory streams die with it).
+func setupStorage(t testing.TB, storage string, redisArgs ...string) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	t.Cleanup(cancel)
 	e := &env{t: t, nats: testutil.StartNATS(t), redis: testutil.StartRedis(t, redisArgs...), ctx: ctx}
@@ -53,7 +60,7 @@ func setup(t testing.TB, redisArgs ...string) *env {
 		t.Fatal(err)
 	}
 	nc := config.Default().NATS
-	nc.MaxAge, nc.Storage = time.Hour, "memory"
+	nc.MaxAge, nc.Storage = time.Hour, storage
 	if err := stream.EnsureStreams(ctx, e.js, nc); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ type pendingSnap struct {
 
 // assembly gathers the parts of one multi-part snapshot.
 type assembly struct {
+	head    *call.Snapshot // the first part received (At, Gen, Parts)
 	at      time.Time
 	started time.Time // local clock of the first part
 	seq     uint64
@@ -44,7 +45,7 @@ type nodeState struct {
 	eventAt  time.Time // newest time of a CALLS event of the node this instance processed
 	maxSeq   uint64    // highest calls_seq heard
 
-	silentRecv time.Time // lastRecv when the node was found silent
+	silentRecv time.Time // start of the silence (see quietSince) when the node was found silent
 	silentSeq  uint64    // CALLS sequence bill must have processed to judge it silent
 	silentSet  bool
 
@@ -69,6 +70,10 @@ type orphans struct {
 	after  time.Duration // how long a call must stay unlisted (or the node silent)
 	margin time.Duration // calls answered this close before a snapshot may be missing from it
 	floor  uint64        // CALLS sequence bill's consumer has processed (ack floor)
+	// listening is when this process last (re)connected to NATS: a node's
+	// silence counts only from then, since bill cannot hear snapshots while
+	// it is itself cut off (its own outage is not the nodes').
+	listening time.Time
 }
 
 func newOrphans(after, margin time.Duration) *orphans {
@@ -105,9 +110,27 @@ func (ns *nodeState) heard(s *call.Snapshot, recv time.Time) {
 	}
 }
 
-// Heard records a message that only proves the node alive: the last part
-// of a multi-part snapshot replayed from the NODES stream (its other parts
-// are gone, so the calls it does not list prove nothing).
+// quietSince is when the node's current silence began, as far as this
+// process could hear it: its last message, or when bill last started
+// listening (connected or reconnected to NATS), whichever is later.
+func (ns *nodeState) quietSince(listening time.Time) time.Time {
+	return maxTime(ns.lastRecv, listening)
+}
+
+// Listening records that bill (re)connected to NATS at now: a node's
+// silence is judged only over the time since, so an outage of bill's own
+// connection (or of the NATS server) never passes for the nodes' silence.
+func (o *orphans) Listening(now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if now.After(o.listening) {
+		o.listening = now
+	}
+}
+
+// Heard records a message that only proves the node alive: what was read
+// back from the NODES stream of a snapshot whose parts are not all there
+// (the calls it does not list prove nothing).
 func (o *orphans) Heard(s *call.Snapshot, recv time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -115,19 +138,23 @@ func (o *orphans) Heard(s *call.Snapshot, recv time.Time) {
 }
 
 // Observe records a snapshot (or one part of it) received at recv (local
-// clock). Parts are assembled per At; a newer At drops an incomplete
-// older assembly.
+// clock). Parts are assembled per snapshot (At and Gen); a newer one drops
+// an incomplete older assembly. A pending snapshot (events it reflects
+// not yet in CALLS) only proves the node and its listed calls alive.
 func (o *orphans) Observe(s *call.Snapshot, recv time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	ns := o.node(s.Node)
 	ns.heard(s, recv)
+	if s.Pending {
+		return
+	}
 	at := s.At.UTC()
 	if !s.Connected {
 		if at.After(ns.discAt) {
 			ns.discAt = at // suspends verdicts until a newer connected snapshot is admitted
 		}
-		if ns.asm != nil && !ns.asm.at.After(at) {
+		if ns.asm != nil && !ns.asm.head.Newer(s) {
 			ns.asm = nil
 		}
 		return
@@ -155,14 +182,14 @@ func (o *orphans) Observe(s *call.Snapshot, recv time.Time) {
 // assemble adds one part and returns the complete assembly, or nil.
 func (ns *nodeState) assemble(s *call.Snapshot, at, recv time.Time) *assembly {
 	a := ns.asm
-	if a != nil && at.Before(a.at) {
+	if a != nil && a.head.Newer(s) {
 		return nil // part of a snapshot already superseded
 	}
-	if a == nil || at.After(a.at) || len(a.have) != s.Parts {
+	if a == nil || !a.head.SameGen(s) {
 		if !at.After(ns.newest) {
 			return nil
 		}
-		a = &assembly{at: at, started: recv, have: make([]bool, s.Parts)}
+		a = &assembly{head: s, at: at, started: recv, have: make([]bool, s.Parts)}
 		ns.asm = a
 	}
 	if a.have[s.Part-1] {
@@ -240,8 +267,9 @@ func (o *orphans) Refresh(floor, streamLast uint64, now time.Time) {
 		if ns.asm != nil && now.Sub(ns.asm.started) >= o.after {
 			ns.asm = nil
 		}
-		if now.Sub(ns.lastRecv) >= o.after && (!ns.silentSet || !ns.silentRecv.Equal(ns.lastRecv)) {
-			ns.silentSet, ns.silentRecv, ns.silentSeq = true, ns.lastRecv, max(streamLast, ns.maxSeq)
+		quiet := ns.quietSince(o.listening)
+		if now.Sub(quiet) >= o.after && (!ns.silentSet || !ns.silentRecv.Equal(quiet)) {
+			ns.silentSet, ns.silentRecv, ns.silentSeq = true, quiet, max(streamLast, ns.maxSeq)
 		}
 	}
 }
@@ -290,10 +318,10 @@ func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Tim
 		return time.Time{}, false
 	}
 	last, listedBefore := ns.lastListed[channel]
-	if now.Sub(ns.lastRecv) >= o.after {
+	if quiet := ns.quietSince(o.listening); now.Sub(quiet) >= o.after {
 		// The node is silent: close what it had, once bill has processed
 		// everything the node could have published.
-		if !ns.silentSet || !ns.silentRecv.Equal(ns.lastRecv) || o.floor < ns.silentSeq {
+		if !ns.silentSet || !ns.silentRecv.Equal(quiet) || o.floor < ns.silentSeq {
 			return time.Time{}, false
 		}
 		if listedBefore {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/ledger"
@@ -31,15 +30,27 @@ func (b *Biller) Run(ctx context.Context) error {
 	}
 	b.cons = cons
 
-	snapSub, err := b.nc.Subscribe(call.SnapshotWildcard, b.onSnapshot)
-	if err != nil {
-		return fmt.Errorf("bill: subscribe %s: %w", call.SnapshotWildcard, err)
+	// Silence is judged only over time this process could hear the nodes.
+	b.orph.Listening(b.now())
+	b.reconnects = b.nc.Stats().Reconnects
+	var snapSubs []*nats.Subscription
+	for _, subj := range []string{call.SnapshotWildcard, call.SnapshotPartsWildcard} {
+		sub, err := b.nc.Subscribe(subj, b.onSnapshot)
+		if err != nil {
+			for _, s := range snapSubs {
+				_ = s.Unsubscribe()
+			}
+			return fmt.Errorf("bill: subscribe %s: %w", subj, err)
+		}
+		snapSubs = append(snapSubs, sub)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
 		// Stop intake first, then wait for what is still running.
 		cancel()
-		_ = snapSub.Unsubscribe()
+		for _, s := range snapSubs {
+			_ = s.Unsubscribe()
+		}
 		b.waitBackground()
 	}()
 	// Requests are answered concurrently (bounded), so one slow ledger read
@@ -145,7 +156,7 @@ func (b *Biller) onSnapshot(m *nats.Msg) {
 		b.log.Warn("ignoring node snapshot", "subject", m.Subject, "err", err)
 		return
 	}
-	if m.Subject != call.SnapshotSubject(s.Node) {
+	if m.Subject != call.SnapshotPartSubject(s.Node, s.Part) {
 		b.log.Warn("ignoring node snapshot published on another node's subject", "subject", m.Subject, "node", s.Node)
 		return
 	}
@@ -154,47 +165,31 @@ func (b *Biller) onSnapshot(m *nats.Msg) {
 
 // replaySnapshots reads the last snapshot of every node from the NODES
 // stream, received "at" their own time, so that a node that died before
-// this bill started is still found silent and its calls closed.
+// this bill started is still found silent and its calls closed. A snapshot
+// whose parts are not all stored only proves its node (and the calls it
+// lists) alive.
 func (b *Biller) replaySnapshots(ctx context.Context) (int, error) {
-	st, err := b.js.Stream(ctx, call.NodesStream)
+	msgs, err := stream.LastPerSubject(ctx, b.js, call.NodesStream, call.SnapshotWildcard, call.SnapshotPartsWildcard)
+	byNode := map[string][]call.Snapshot{}
+	for _, m := range msgs {
+		s, derr := DecodeSnapshot(m.Data)
+		if derr != nil || m.Subject != call.SnapshotPartSubject(s.Node, s.Part) {
+			continue
+		}
+		byNode[s.Node] = append(byNode[s.Node], *s)
+	}
+	for _, parts := range byNode {
+		s, complete, _ := call.LatestSnapshot(parts)
+		if complete {
+			b.orph.Observe(&s, s.At)
+		} else {
+			b.orph.Heard(&s, s.At)
+		}
+	}
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", call.NodesStream, err)
+		return len(byNode), fmt.Errorf("read %s: %w", call.NodesStream, err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil || info.State.Msgs == 0 {
-		return 0, err
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", call.NodesStream, err)
-	}
-	n := 0
-	for n < int(info.State.Msgs) {
-		batch, err := cons.FetchNoWait(int(info.State.Msgs) - n)
-		if err != nil {
-			return n, fmt.Errorf("read %s: %w", call.NodesStream, err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			s, err := DecodeSnapshot(m.Data())
-			if err != nil || m.Subject() != call.SnapshotSubject(s.Node) {
-				continue
-			}
-			if s.Parts > 1 {
-				// Only the last part is kept: it proves the node alive
-				// then, and its own calls, but not the others' absence.
-				b.orph.Heard(s, s.At)
-			} else {
-				b.orph.Observe(s, s.At)
-			}
-			n++
-		}
-		if got == 0 {
-			break
-		}
-	}
-	return n, nil
+	return len(byNode), nil
 }
 
 // closeOrphans settles, as estimated, the live calls their node no longer
@@ -202,6 +197,15 @@ func (b *Biller) replaySnapshots(ctx context.Context) (int, error) {
 func (b *Biller) closeOrphans(ctx context.Context) error {
 	if !b.orph.Any() {
 		return nil
+	}
+	// While bill is cut off from NATS it hears no snapshot: no verdict
+	// then, and a node's silence counts again from the reconnection.
+	if b.nc.Status() != nats.CONNECTED {
+		return nil
+	}
+	if n := b.nc.Stats().Reconnects; n != b.reconnects {
+		b.reconnects = n
+		b.orph.Listening(b.now())
 	}
 	// A node's snapshot is judged only once this consumer has processed
 	// CALLS up to the snapshot's calls_seq: a call whose ended is still in

@@ -334,6 +334,73 @@ func TestOrphansSnapshotParts(t *testing.T) {
 	}
 }
 
+// TestOrphansOwnOutageIsNotSilence: bill cut off from NATS hears no
+// snapshot; once it listens again, a node's silence counts from then, not
+// from the node's last message before the outage.
+func TestOrphansOwnOutageIsNotSilence(t *testing.T) {
+	o := newOrphans(3*time.Second, time.Second)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	o.Listening(at(0))
+	for ms := 1000; ms <= 5000; ms += 1000 {
+		o.Observe(snap("n1", at(ms), true, "a"), at(ms))
+	}
+	// bill's connection is down from +5.5s to +10s; it reconnects then.
+	o.Listening(at(10_000))
+	for _, ms := range []int{10_000, 12_000, 12_999} {
+		o.Refresh(0, 0, at(ms))
+		if _, ok := o.Judge("n1", "a", t0, at(ms)); ok {
+			t.Fatalf("at +%dms: call judged orphan over bill's own outage", ms)
+		}
+	}
+	// Still nothing 3 s after bill listens again: the node is silent, its
+	// calls end when it was last heard of.
+	o.Refresh(0, 0, at(13_000))
+	if end, ok := o.Judge("n1", "a", t0, at(13_000)); !ok || !end.Equal(at(5000)) {
+		t.Fatalf("silent node after bill reconnected: %v %v, want last listing %v", end, ok, at(5000))
+	}
+}
+
+// TestOrphansPendingSnapshot: a snapshot sent while some of its events
+// were not yet acknowledged (pending) proves the node and its listed calls
+// alive, but a call it does not list is no orphan, however long.
+func TestOrphansPendingSnapshot(t *testing.T) {
+	o := newOrphans(3*time.Second, time.Second)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	o.Observe(snap("n1", at(1), true, "a", "b"), at(1))
+	for s := 2; s <= 20; s++ {
+		p := snap("n1", at(s), true, "a") // b ended; its ended is still in ingest's buffer
+		p.Pending = true
+		o.Observe(p, at(s))
+		o.Refresh(0, 0, at(s))
+		if _, ok := o.Judge("n1", "b", t0, at(s)); ok {
+			t.Fatalf("at +%ds: b judged orphan from pending snapshots", s)
+		}
+	}
+	if ns := o.nodes["n1"]; !ns.lastRecv.Equal(at(20)) || !ns.lastListed["a"].Equal(at(20)) {
+		t.Fatalf("pending snapshots did not prove the node and a alive: %+v", ns)
+	}
+}
+
+// TestOrphansSnapshotGenerations: parts are assembled per snapshot (At and
+// Gen): a part of another snapshot with the same At does not complete it.
+func TestOrphansSnapshotGenerations(t *testing.T) {
+	o := newOrphans(30*time.Second, 2*time.Second)
+	p1 := part("n1", t0, 0, 1, 2, "a")
+	p1.Gen = 7
+	p2 := part("n1", t0, 0, 2, 2, "b")
+	p2.Gen = 6 // an older snapshot's part, same millisecond
+	o.Observe(p1, t0)
+	o.Observe(p2, t0)
+	if len(o.nodes["n1"].times) != 0 {
+		t.Fatal("parts of two snapshots assembled as one")
+	}
+	p2.Gen = 7
+	o.Observe(p2, t0)
+	if ns := o.nodes["n1"]; len(ns.times) != 1 || len(ns.listed) != 2 {
+		t.Fatalf("2-part snapshot gen 7: %d admitted, listed %v", len(ns.times), ns.listed)
+	}
+}
+
 // FuzzAppendCDR: the hand-written CDR encoding is byte for byte what
 // encoding/json writes.
 func FuzzAppendCDR(f *testing.F) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -173,11 +174,27 @@ const (
 	NodesSubjects = "minuted.nodes.>"
 )
 
-// SnapshotSubject is where a node publishes its live billed calls.
+// SnapshotSubject is where a node publishes its live billed calls: the
+// whole snapshot, or its first part.
 func SnapshotSubject(node string) string { return "minuted.nodes." + node + ".snapshot" }
 
-// SnapshotWildcard matches the snapshots of every node.
-const SnapshotWildcard = "minuted.nodes.*.snapshot"
+// SnapshotPartSubject is where part i (from 1) of a node's snapshot goes:
+// part 1 on SnapshotSubject, part i > 1 on minuted.nodes.<node>.snapshot.<i>.
+// One subject per part, so that the NODES stream, which keeps the last
+// message of each subject, keeps a whole snapshot however many parts it has.
+func SnapshotPartSubject(node string, i int) string {
+	if i <= 1 {
+		return SnapshotSubject(node)
+	}
+	return SnapshotSubject(node) + "." + strconv.Itoa(i)
+}
+
+// SnapshotWildcard matches the snapshots (whole, or their first part) of
+// every node; SnapshotPartsWildcard matches their further parts.
+const (
+	SnapshotWildcard      = "minuted.nodes.*.snapshot"
+	SnapshotPartsWildcard = "minuted.nodes.*.snapshot.*"
+)
 
 // ControlSubject is where bill sends commands to one node's ingest.
 func ControlSubject(node, verb string) string { return "minuted.control." + node + "." + verb }
@@ -204,16 +221,78 @@ type Snapshot struct {
 	// Connected is false while ingest cannot see Asterisk: bill must not
 	// close calls from such a snapshot.
 	Connected bool `json:"connected"`
-	// CallsSeq is the CALLS stream sequence of the last event of this node
-	// JetStream had acknowledged when the snapshot was taken: bill judges a
-	// call missing from the snapshot only once it has processed the stream
-	// up to there, so a backlog never passes for a vanished call.
+	// CallsSeq is a CALLS stream sequence up to which JetStream holds
+	// every event of this node the snapshot reflects: bill judges a call
+	// missing from the snapshot only once it has processed the stream up
+	// to there, so a backlog never passes for a vanished call.
 	CallsSeq uint64 `json:"calls_seq,omitempty"`
+	// Pending is set when some event the snapshot reflects was not yet
+	// acknowledged by JetStream when it was sent (NATS slow or away):
+	// CallsSeq does not cover it, so a call the snapshot does not list may
+	// have an ended still on its way. Such a snapshot proves the node and
+	// the calls it lists alive, nothing more.
+	Pending bool `json:"pending,omitempty"`
+	// Gen identifies the snapshot among its node's: every part of one
+	// snapshot carries the same Gen, a later snapshot a higher one.
+	Gen uint64 `json:"gen,omitempty"`
 	// A snapshot too big for one NATS message is sent in Parts parts
-	// (numbered from 1), all with the same At; bill assembles them.
+	// (numbered from 1, part i on SnapshotPartSubject(node, i)), all with
+	// the same At and Gen; readers assemble them.
 	Part  int        `json:"part,omitempty"`
 	Parts int        `json:"parts,omitempty"`
 	Calls []LiveCall `json:"calls"`
+}
+
+// Newer reports whether s is a later snapshot of its node than o.
+func (s *Snapshot) Newer(o *Snapshot) bool {
+	if !s.At.Equal(o.At) {
+		return s.At.After(o.At)
+	}
+	return s.Gen > o.Gen
+}
+
+// SameGen reports whether s and o are parts of the same snapshot.
+func (s *Snapshot) SameGen(o *Snapshot) bool {
+	return s.At.Equal(o.At) && s.Gen == o.Gen && max(s.Parts, 1) == max(o.Parts, 1)
+}
+
+// LatestSnapshot assembles, from stored snapshot messages of one node (in
+// any order, possibly of several snapshots: the NODES stream keeps the
+// last message of each part's subject, so a part beyond a later, smaller
+// snapshot's count is left from an older one), its latest snapshot: the
+// calls of every part of it found, as one snapshot (Part and Parts zero),
+// and whether all of its parts were there. ok is false when parts is empty.
+func LatestSnapshot(parts []Snapshot) (whole Snapshot, complete, ok bool) {
+	if len(parts) == 0 {
+		return Snapshot{}, false, false
+	}
+	newest := &parts[0]
+	for i := range parts {
+		if parts[i].Newer(newest) {
+			newest = &parts[i]
+		}
+	}
+	whole = *newest
+	whole.Part, whole.Parts, whole.Calls = 0, 0, nil
+	n := max(newest.Parts, 1)
+	have := make([]bool, n)
+	got := 0
+	for i := range parts {
+		p := &parts[i]
+		k := max(p.Part, 1) - 1
+		if !p.SameGen(newest) || k >= n || have[k] {
+			continue
+		}
+		have[k] = true
+		got++
+		whole.Calls = append(whole.Calls, p.Calls...)
+		whole.CallsSeq = max(whole.CallsSeq, p.CallsSeq)
+		whole.Pending = whole.Pending || p.Pending
+	}
+	if whole.Calls == nil {
+		whole.Calls = []LiveCall{}
+	}
+	return whole, got == n, true
 }
 
 // LiveCall is one entry of a Snapshot.

@@ -17,5 +17,6 @@
 // 10000), MINUTED_CHAOS_SEED (default 1), MINUTED_CHAOS_DURATION (fault
 // period, default 25s), MINUTED_CHAOS_REPORT (write the fault table and
 // totals there as Markdown), MINUTED_CHAOS_LOGS (copy every process log
-// into that directory).
+// into that directory), MINUTED_CHAOS_FAULTS (all, the default: every fault
+// kind; basic: without kill -9 of ingest and NATS restarts).
 package chaos

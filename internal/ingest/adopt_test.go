@@ -335,19 +335,24 @@ func TestStartReadsSeedAndReportsAtOnce(t *testing.T) {
 }
 
 // TestStartingTrackerDoesNotTakeUpAsAnswer: a new process that reads an
-// event of a call already up before its first reconcile (here its hangup)
-// does not take that event's time as the answer: estimated, at creation.
+// event of a call already up before its first reconcile (here its hangup,
+// after an event of the billed Local channel's other half) does not take
+// that event's time as the answer: estimated, at creation.
 func TestStartingTrackerDoesNotTakeUpAsAnswer(t *testing.T) {
 	evs := loadTrace(t, "two_leg_dial")
-	const billedCh = "1795789857.19"
-	var destroyed ari.Event
+	const billedCh, otherHalf = "1795789857.19", "1795789857.18"
+	var destroyed, half ari.Event
 	for _, ev := range evs {
 		if ev.Type == ari.ChannelDestroyed && ev.Channel.ID == billedCh {
 			destroyed = ev
 		}
+		if ev.Channel != nil && ev.Channel.ID == otherHalf && destroyed.Channel == nil {
+			half = ev
+		}
 	}
 	tr := NewTracker("n1", defaultAttr)
 	tr.Starting()
+	tr.Handle(half)
 	var ended *call.Event
 	for _, e := range tr.Handle(destroyed) {
 		if e.Kind == call.Ended && e.Channel == billedCh {

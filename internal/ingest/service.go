@@ -26,6 +26,9 @@ type Publisher interface {
 	// LastSeq is the highest CALLS sequence JetStream acknowledged for
 	// this publisher: a snapshot carries it as calls_seq.
 	LastSeq() uint64
+	// Flush waits until every message enqueued before the call is
+	// acknowledged by JetStream, or ctx ends.
+	Flush(ctx context.Context) error
 }
 
 // SnapshotPartCalls is the most calls one snapshot message lists; a node
@@ -93,9 +96,16 @@ type Service struct {
 	log *slog.Logger
 	cli *ari.Client
 
-	mu sync.Mutex // guards tr and up
-	tr *Tracker
-	up bool
+	mu       sync.Mutex // guards tr, up and produced
+	tr       *Tracker
+	up       bool
+	produced uint64        // call events the tracker has handed out
+	handed   atomic.Uint64 // of those, how many publish has enqueued (or given up on)
+
+	snapMu    sync.Mutex    // one snapshot at a time; guards gen and lastParts
+	gen       uint64        // Gen of the last snapshot
+	lastParts int           // parts stored in NODES for this node (of the last snapshot, or found at start)
+	snapNow   chan struct{} // asks the snapshot loop for a snapshot at once
 
 	lis atomic.Pointer[ari.Listener]
 	// seedDone: the node's last snapshot was read, found absent, or given
@@ -134,7 +144,7 @@ func New(o Options, pub Publisher, nc *nats.Conn) *Service {
 		o.SnapshotInterval = 10 * time.Second
 	}
 	log := o.Logger.With("component", "ingest")
-	s := &Service{o: o, pub: pub, nc: nc, log: log, cli: ari.NewClient(o.ARI, log),
+	s := &Service{o: o, pub: pub, nc: nc, log: log, cli: ari.NewClient(o.ARI, log), snapNow: make(chan struct{}, 1),
 		authTimeout: o.Config.AuthTimeout, authFailClosed: o.Config.AuthPolicy == FailClosed,
 		authCause: o.Config.AuthHangupCause, authSem: make(chan struct{}, authConcurrency), grace: o.Config.ARILostGrace}
 	if s.authTimeout <= 0 {
@@ -276,14 +286,16 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 				s.mu.Lock()
 				out := s.tr.Reconcile(live, time.Now())
+				s.produced += uint64(len(out))
 				s.up = true
 				s.mu.Unlock()
 				s.reconciles.Add(1)
 				s.publish(ctx, out)
 				// Report at once: a restarted ingest must not leave its node
 				// silent for a whole interval (bill closes the calls of a
-				// node silent for orphan_after).
-				s.PublishSnapshot()
+				// node silent for orphan_after). The snapshot loop sends it:
+				// it may wait for the events above to be acknowledged.
+				s.requestSnapshot()
 				s.ariUp(ctx, time.Now())
 				i = j - 1
 			}
@@ -334,6 +346,7 @@ func (s *Service) frame(ctx context.Context, b string) {
 	}
 	s.mu.Lock()
 	out := s.tr.Handle(ev)
+	s.produced += uint64(len(out))
 	auth := s.wantsAuth(ev)
 	var node, project string
 	if auth {
@@ -364,7 +377,10 @@ func (s *Service) deadLetter(ctx context.Context, b []byte, reason error) {
 	s.dead.Add(1)
 }
 
+// publish enqueues the events the tracker handed out (each counted in
+// produced, in the same order).
 func (s *Service) publish(ctx context.Context, out []call.Event) {
+	defer s.handed.Add(uint64(len(out)))
 	for i := range out {
 		e := &out[i]
 		b, err := json.Marshal(e)
@@ -404,6 +420,7 @@ func (s *Service) snapshotLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-retry.C:
+		case <-s.snapNow:
 		case _, ok := <-back:
 			if !ok {
 				back = nil
@@ -418,15 +435,42 @@ func (s *Service) snapshotLoop(ctx context.Context) {
 
 const snapshotRetry = 50 * time.Millisecond
 
+// snapshotAckWait bounds how long a snapshot waits for the events it
+// reflects to be acknowledged by JetStream (at most half the interval);
+// past it, it goes out marked pending.
+const snapshotAckWait = 2 * time.Second
+
+// requestSnapshot has the snapshot loop publish a snapshot now.
+func (s *Service) requestSnapshot() {
+	select {
+	case s.snapNow <- struct{}{}:
+	default:
+	}
+}
+
 // PublishSnapshot publishes the live billed calls on core NATS now, in
 // parts of at most SnapshotPartCalls calls; false if it could not.
+//
+// Its calls_seq covers every call event the snapshot reflects: it first
+// waits (a little) until JetStream has acknowledged them all. Otherwise a
+// call that ended just before, whose ended still waits in the publish
+// buffer, would be missing from the snapshot with nothing in CALLS to say
+// why, and bill could close it as an orphan. A snapshot whose events are
+// not all acknowledged in time goes out marked pending: it proves the node
+// alive, nothing more.
 func (s *Service) PublishSnapshot() bool {
 	if !s.seedDone.Load() && s.o.JS != nil {
 		return false
 	}
+	if s.nc != nil && !s.nc.IsConnected() {
+		return false
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
 	s.mu.Lock()
 	snap := s.tr.Snapshot(time.Now())
 	snap.Connected = snap.Connected && s.up
+	produced := s.produced
 	est := s.tr.EstimatedAnswers()
 	sendEst := len(est) > 0 || s.estOut
 	s.estOut = len(est) > 0
@@ -434,6 +478,9 @@ func (s *Service) PublishSnapshot() bool {
 	if snap.Node == "" || s.nc == nil {
 		return true
 	}
+	s.gen = max(s.gen+1, uint64(time.Now().UnixNano()))
+	snap.Gen = s.gen
+	snap.Pending = !s.waitAcked(produced, min(s.o.SnapshotInterval/2, snapshotAckWait))
 	if sendEst {
 		b, err := json.Marshal(estimatedAnswers{Schema: call.Schema, Node: snap.Node, At: snap.At, AnswerEstimated: est})
 		if err == nil {
@@ -443,14 +490,14 @@ func (s *Service) PublishSnapshot() bool {
 			s.log.Warn("cannot publish the calls with an estimated answer", "calls", len(est), "err", err)
 		}
 	}
-	// Read after the snapshot was taken: every event the snapshot reflects
-	// that JetStream has acknowledged is at or below it.
+	// Read once the events are acknowledged: every one of them is at or
+	// below it.
 	snap.CallsSeq = s.pub.LastSeq()
-	subj := call.SnapshotSubject(snap.Node)
-	for _, part := range SplitSnapshot(snap, SnapshotPartCalls) {
+	parts := SplitSnapshot(snap, SnapshotPartCalls)
+	for _, part := range parts {
 		b, err := json.Marshal(part)
 		if err == nil {
-			err = s.nc.Publish(subj, b)
+			err = s.nc.Publish(call.SnapshotPartSubject(snap.Node, part.Part), b)
 		}
 		if err != nil {
 			s.log.Warn("cannot publish node snapshot; retrying", "part", part.Part, "parts", part.Parts, "calls", len(part.Calls), "bytes", len(b), "err", err)
@@ -458,7 +505,48 @@ func (s *Service) PublishSnapshot() bool {
 		}
 	}
 	s.snapshots.Add(1)
+	s.purgeParts(snap.Node, len(parts))
 	return true
+}
+
+// waitAcked waits up to d until the first n call events the tracker
+// handed out are enqueued and acknowledged by JetStream.
+func (s *Service) waitAcked(n uint64, d time.Duration) bool {
+	if n == 0 {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for s.handed.Load() < n { // the event loop is enqueueing them
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	return s.pub.Flush(ctx) == nil
+}
+
+// purgeParts removes from the NODES stream the parts beyond a snapshot's
+// n that an older, bigger snapshot left there (readers ignore them, being
+// of another snapshot; this keeps the stream tidy). Best effort: what fails
+// is tried again after the next snapshot.
+func (s *Service) purgeParts(node string, n int) {
+	if s.lastParts <= n || s.o.JS == nil {
+		s.lastParts = n
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := s.o.JS.Stream(ctx, call.NodesStream)
+	for i := s.lastParts; err == nil && i > n; i-- {
+		if err = st.Purge(ctx, jetstream.WithPurgeSubject(call.SnapshotPartSubject(node, i))); err == nil {
+			s.lastParts = i - 1
+		}
+	}
+	if err != nil {
+		s.log.Debug("cannot purge the stale parts of an older snapshot; readers ignore them", "node", node, "parts", n, "stored", s.lastParts, "err", err)
+	}
 }
 
 // SplitSnapshot cuts s into parts of at most per calls, numbered 1..n with
@@ -502,12 +590,12 @@ func (s *Service) loadSeedRetry(ctx context.Context) {
 }
 
 // loadSeed reads the node's last snapshot back from the NODES stream and
-// seeds the tracker with it (see Tracker.Seed). Only the last message of
-// the subject is kept, so of a snapshot sent in parts only its last part
-// is found: the other calls are adopted by the rules for unknown channels.
-// It reports false when the stream could not be read (a snapshot
-// published then would replace the one still stored); quiet logs that at
-// debug level (a retry).
+// seeds the tracker with it (see Tracker.Seed). A snapshot sent in parts is
+// stored one subject per part; if some part of the latest one is missing
+// (the process died while sending it), the parts found are seeded and the
+// other calls are adopted by the rules for unknown channels. It reports
+// false when the stream could not be read (a snapshot published then would
+// replace the one still stored); quiet logs that at debug level (a retry).
 func (s *Service) loadSeed(ctx context.Context, quiet bool) bool {
 	node := s.Node()
 	if node == "" || s.o.JS == nil {
@@ -515,15 +603,7 @@ func (s *Service) loadSeed(ctx context.Context, quiet bool) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	st, err := s.o.JS.Stream(ctx, call.NodesStream)
-	var m *jetstream.RawStreamMsg
-	if err == nil {
-		m, err = st.GetLastMsgForSubject(ctx, call.SnapshotSubject(node))
-	}
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		s.log.Info("no previous snapshot of this node: live channels are adopted by the attribution rules", "node", node)
-		return true
-	}
+	msgs, err := stream.LastPerSubject(ctx, s.o.JS, call.NodesStream, call.SnapshotSubject(node), call.SnapshotSubject(node)+".*")
 	if err != nil {
 		lvl := slog.LevelWarn
 		if quiet {
@@ -533,24 +613,45 @@ func (s *Service) loadSeed(ctx context.Context, quiet bool) bool {
 			"node", node, "stream", call.NodesStream, "wait_at_most", seedWait, "err", err)
 		return false
 	}
-	var snap call.Snapshot
-	if err := json.Unmarshal(m.Data, &snap); err != nil || snap.Node != node {
-		s.log.Warn("ignoring this node's last snapshot: undecodable or of another node", "node", node, "err", err)
+	var parts []call.Snapshot
+	stored := 0
+	for _, m := range msgs {
+		var p call.Snapshot
+		if err := json.Unmarshal(m.Data, &p); err != nil || p.Node != node || m.Subject != call.SnapshotPartSubject(node, p.Part) {
+			s.log.Warn("ignoring a stored snapshot of this node: undecodable, of another node or on another part's subject", "node", node, "subject", m.Subject, "err", err)
+			continue
+		}
+		parts = append(parts, p)
+		stored = max(stored, p.Part, 1)
+	}
+	snap, complete, ok := call.LatestSnapshot(parts)
+	if !ok {
+		s.log.Info("no previous snapshot of this node: live channels are adopted by the attribution rules", "node", node)
 		return true
 	}
 	var est estimatedAnswers
-	if m, err := st.GetLastMsgForSubject(ctx, EstimatedSubject(node)); err == nil {
-		if err := json.Unmarshal(m.Data, &est); err != nil || est.Node != node {
-			est = estimatedAnswers{}
+	if st, err := s.o.JS.Stream(ctx, call.NodesStream); err == nil {
+		if m, err := st.GetLastMsgForSubject(ctx, EstimatedSubject(node)); err == nil {
+			if err := json.Unmarshal(m.Data, &est); err != nil || est.Node != node {
+				est = estimatedAnswers{}
+			}
 		}
 	}
+	s.snapMu.Lock()
+	s.lastParts = max(s.lastParts, stored) // parts beyond the next snapshot's are purged
+	s.snapMu.Unlock()
 	s.mu.Lock()
 	s.tr.Seed(snap)
 	s.tr.SeedEstimatedAnswers(est.AnswerEstimated)
 	n := s.tr.Seeded()
 	s.mu.Unlock()
+	if !complete {
+		s.log.Warn("this node's last snapshot is incomplete (a part is missing): the calls of the parts found are adopted with their project and answer time, the others by the attribution rules",
+			"node", node, "at", snap.At, "calls", n, "answer_estimated", len(est.AnswerEstimated))
+		return true
+	}
 	s.log.Info("read this node's last snapshot: its calls are adopted with their project and answer time",
-		"node", node, "at", snap.At, "calls", n, "part", snap.Part, "parts", snap.Parts, "answer_estimated", len(est.AnswerEstimated))
+		"node", node, "at", snap.At, "calls", n, "answer_estimated", len(est.AnswerEstimated))
 	return true
 }
 

@@ -174,6 +174,12 @@ type Tracker struct {
 
 	connected      bool
 	disconnectedAt time.Time
+	// sinceConnect holds the channels an event named after the websocket
+	// (re)connected and before Reconcile (while not connected, or
+	// starting). They existed after the connection, so the list Reconcile
+	// gets, which may have been taken before their first event, is no
+	// evidence that they are gone: their own events tell their end.
+	sinceConnect map[string]struct{}
 	// seed is the previous process's last snapshot (Seed), consumed by the
 	// next Reconcile; seedAt is its time.
 	seed    map[string]call.LiveCall
@@ -294,6 +300,12 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 		if lc, ok := t.seed[s.ID]; ok {
 			t.applySeed(c, s, lc)
 		}
+	}
+	if !t.connected || t.starting {
+		if t.sinceConnect == nil {
+			t.sinceConnect = make(map[string]struct{})
+		}
+		t.sinceConnect[c.id] = struct{}{}
 	}
 	prevSeen := c.lastSeen
 	if prevSeen.IsZero() {
@@ -512,13 +524,18 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 			}
 			m.project, m.by = p, by
 		}
-		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == call.ByVariable && !callerSide) {
+		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == call.ByVariable && !callerSide) &&
+			!t.halfAlone(m) {
 			eligible = append(eligible, m)
 		}
 	}
 	b := g.billed
-	if b != nil && !b.answered && !b.closed && b.dialled && b.by == call.ByVariable && callerSide {
-		// a dialled leg loses to a caller side that got a project
+	if b != nil && !b.answered && !b.closed && b.dialled && !t.attributed(b, callerSide) {
+		// A dialled leg that no longer gets a project loses it before
+		// answer: to a caller side that got one, or, billed by accountcode
+		// or rule, because it was started before it was known to be dialled
+		// (an ingest that started mid-call saw its Local half, or the Dial,
+		// only later).
 		t.supersede(b, at, out)
 		g.billed, b = nil, nil
 	}
@@ -609,6 +626,25 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 	if moved {
 		*out = append(*out, t.msg(m, call.Started))
 	}
+}
+
+// halfAlone reports whether m is a Local half seen without its other half
+// before the first Reconcile after a (re)connection, and not already billed
+// or seeded. Its other half may be the dialled one (the ;1 half of a
+// dialled Local channel), which would make it a dialled leg: it waits for
+// the channel list (or the other half's events) before it can be billed.
+// Connected, both halves are always seen, created together. (A call whose
+// Local half alone this process sees, only at its hangup, and that the
+// previous process's snapshot does not list, is thus left to bill's
+// orphan judgement: ended, estimated, from the node's snapshots.)
+func (t *Tracker) halfAlone(m *channel) bool {
+	return (!t.connected || t.starting) && m.base != "" && !m.started && m.seedProject() == "" && len(t.byBase[m.base]) < 2
+}
+
+// attributed reports whether m gets a project now.
+func (t *Tracker) attributed(m *channel, callerSide bool) bool {
+	p, _ := t.attribute(m, callerSide)
+	return p != ""
 }
 
 func (t *Tracker) nonDialledProject(m *channel) bool {
@@ -801,6 +837,12 @@ func (t *Tracker) Connected() bool { return t.connected }
 // and the disconnect), Estimated. Live channels not tracked are adopted;
 // if already Up they are answered at the earliest time consistent with
 // what was seen (their creation, or the disconnect), Estimated.
+//
+// Events that arrived after the connection and were applied before (see
+// sinceConnect) may be newer than the list: a channel one of them named is
+// neither vanished when the list lacks it (it may have been created after
+// the list was taken) nor brought back when the list has it but an event
+// since destroyed it.
 func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	at = call.UTCms(at)
 	var out []call.Event
@@ -810,7 +852,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	}
 	var vanished []*channel
 	for _, c := range t.chans {
-		if !seen[c.id] {
+		if _, heard := t.sinceConnect[c.id]; !seen[c.id] && !heard {
 			vanished = append(vanished, c)
 		}
 	}
@@ -832,6 +874,9 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	var groups []*group
 	for i := range sorted {
 		s := &sorted[i]
+		if _, heard := t.sinceConnect[s.ID]; heard && t.chans[s.ID] == nil {
+			continue // destroyed by an event newer than the list
+		}
 		delete(t.gone, s.ID)
 		prev := t.chans[s.ID]
 		wasUp := prev != nil && !prev.upAt.IsZero()
@@ -864,6 +909,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	}
 	out = t.endVanishedSeed(seen, out)
 	t.seed, t.seedAt, t.seedEst = nil, time.Time{}, nil
+	t.sinceConnect = nil
 	t.starting = false
 	for _, g := range groups {
 		if len(g.members) > 0 && g.members[0].g == g {

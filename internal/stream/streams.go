@@ -125,6 +125,54 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream, name st
 	return c, nil
 }
 
+// StoredMsg is a message read back from a stream.
+type StoredMsg struct {
+	Subject string
+	Data    []byte
+}
+
+// LastPerSubject reads the last message of each subject of the stream
+// that matches one of filters (the NODES stream's snapshots, say). A read
+// that stops short returns what it got with the error.
+func LastPerSubject(ctx context.Context, js jetstream.JetStream, streamName string, filters ...string) ([]StoredMsg, error) {
+	st, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", streamName, err)
+	}
+	want := 0
+	for _, f := range filters {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(f))
+		if err != nil {
+			return nil, fmt.Errorf("subjects %s of stream %s: %w", f, streamName, err)
+		}
+		want += len(info.State.Subjects)
+	}
+	if want == 0 {
+		return nil, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", streamName, err)
+	}
+	out := make([]StoredMsg, 0, want)
+	for len(out) < want {
+		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return out, fmt.Errorf("read stream %s: %w", streamName, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			out = append(out, StoredMsg{Subject: m.Subject(), Data: m.Data()})
+			got++
+		}
+		if got == 0 {
+			return out, fmt.Errorf("read stream %s: %d of its %d last messages of %v arrived (a subject purged meanwhile, or the server is away)",
+				streamName, len(out), want, filters)
+		}
+	}
+	return out, nil
+}
+
 // Dead-letter headers.
 const (
 	HeaderReason = "Minuted-Reason"
