@@ -275,6 +275,30 @@ func (o *orphans) Forget(node, channel string) {
 	}
 }
 
+// Suspects returns the keys (node/channel, as the ledger lists live calls)
+// of the calls Judge might find orphaned at now, whatever their answer
+// time: all but those of nodes never heard from and those a node that is
+// not silent lists in its latest admitted snapshot. Only these need to be
+// read from the ledger and judged. A node id may itself contain "/", so a
+// key is tried against every node it could belong to.
+func (o *orphans) Suspects(keys []string, now time.Time) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, k := range keys {
+		for id, ns := range o.nodes {
+			if len(k) <= len(id) || k[len(id)] != '/' || k[:len(id)] != id {
+				continue
+			}
+			if _, listed := ns.listed[k[len(id)+1:]]; !listed || now.Sub(ns.lastRecv) >= o.after {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Judge says whether the live call (node, channel) answered at answered is
 // an orphan at local time now, and if so at which time it is taken to have
 // ended: the last time a message of the node listed it, or when it was

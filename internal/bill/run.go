@@ -213,7 +213,13 @@ func (b *Biller) closeOrphans(ctx context.Context) error {
 	now := b.now()
 	b.orph.Refresh(ci.AckFloor.Stream, ci.Delivered.Stream+ci.NumPending, now)
 	return b.forEachProject(ctx, func(p ledger.Project) error {
-		calls, err := b.l.Live(ctx, p.ID)
+		// Most live calls are listed in their node's latest snapshot: only
+		// the others are read from the ledger and judged.
+		keys, err := b.l.LiveKeys(ctx, p.ID)
+		if err != nil {
+			return fmt.Errorf("live calls of %s: %w", p.ID, err)
+		}
+		calls, err := b.l.LiveCalls(ctx, p.ID, b.orph.Suspects(keys, now))
 		if err != nil {
 			return fmt.Errorf("live calls of %s: %w", p.ID, err)
 		}
