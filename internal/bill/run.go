@@ -2,7 +2,6 @@ package bill
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -109,7 +108,7 @@ const maxParts = 1000
 // DecodeSnapshot parses and validates a node snapshot.
 func DecodeSnapshot(b []byte) (*call.Snapshot, error) {
 	var s call.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := unmarshalSnapshot(b, &s); err != nil {
 		return nil, fmt.Errorf("decode node snapshot: %w", err)
 	}
 	var errs []error
