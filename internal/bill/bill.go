@@ -38,6 +38,8 @@ type Ledger interface {
 	Debit(ctx context.Context, project, node, channel string, b tariff.Block) (ledger.DebitResult, error)
 	Settle(ctx context.Context, s ledger.Settlement) (ledger.SettleResult, error)
 	Live(ctx context.Context, project string) ([]ledger.Call, error)
+	LiveKeys(ctx context.Context, project string) ([]string, error)
+	LiveCalls(ctx context.Context, project string, keys []string) ([]ledger.Call, error)
 	Overdue(ctx context.Context, project string, before time.Time, limit int) ([]ledger.Call, error)
 	Ping(ctx context.Context) error
 }

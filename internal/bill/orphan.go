@@ -240,7 +240,10 @@ func (o *orphans) judgeable(ns *nodeState, p pendingSnap) {
 		i++
 	}
 	ns.times = ns.times[i:]
-	ns.listed = make(map[string]struct{}, len(p.calls))
+	if ns.listed == nil {
+		ns.listed = make(map[string]struct{}, len(p.calls))
+	}
+	clear(ns.listed) // reused: at 100k live calls a new map per snapshot is most of bill's garbage
 	for _, c := range p.calls {
 		ns.listed[c.Channel] = struct{}{}
 	}
@@ -301,6 +304,30 @@ func (o *orphans) Forget(node, channel string) {
 	if ns := o.nodes[node]; ns != nil {
 		delete(ns.lastListed, channel)
 	}
+}
+
+// Suspects returns the keys (node/channel, as the ledger lists live calls)
+// of the calls Judge might find orphaned at now, whatever their answer
+// time: all but those of nodes never heard from and those a node that is
+// not silent lists in its latest admitted snapshot. Only these need to be
+// read from the ledger and judged. A node id may itself contain "/", so a
+// key is tried against every node it could belong to.
+func (o *orphans) Suspects(keys []string, now time.Time) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, k := range keys {
+		for id, ns := range o.nodes {
+			if len(k) <= len(id) || k[len(id)] != '/' || k[:len(id)] != id {
+				continue
+			}
+			if _, listed := ns.listed[k[len(id)+1:]]; !listed || now.Sub(ns.lastRecv) >= o.after {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Judge says whether the live call (node, channel) answered at answered is

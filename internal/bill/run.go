@@ -2,7 +2,6 @@ package bill
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -120,7 +119,7 @@ const maxParts = 1000
 // DecodeSnapshot parses and validates a node snapshot.
 func DecodeSnapshot(b []byte) (*call.Snapshot, error) {
 	var s call.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := unmarshalSnapshot(b, &s); err != nil {
 		return nil, fmt.Errorf("decode node snapshot: %w", err)
 	}
 	var errs []error
@@ -217,7 +216,13 @@ func (b *Biller) closeOrphans(ctx context.Context) error {
 	now := b.now()
 	b.orph.Refresh(ci.AckFloor.Stream, ci.Delivered.Stream+ci.NumPending, now)
 	return b.forEachProject(ctx, func(p ledger.Project) error {
-		calls, err := b.l.Live(ctx, p.ID)
+		// Most live calls are listed in their node's latest snapshot: only
+		// the others are read from the ledger and judged.
+		keys, err := b.l.LiveKeys(ctx, p.ID)
+		if err != nil {
+			return fmt.Errorf("live calls of %s: %w", p.ID, err)
+		}
+		calls, err := b.l.LiveCalls(ctx, p.ID, b.orph.Suspects(keys, now))
 		if err != nil {
 			return fmt.Errorf("live calls of %s: %w", p.ID, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -128,6 +129,60 @@ func TestOrphans(t *testing.T) {
 	end, ok = o.Judge("n2", "b", t0.Add(15*time.Second), t0.Add(40*time.Second))
 	if !ok || !end.Equal(t0.Add(15*time.Second)) {
 		t.Fatalf("silent node, call answered after its last snapshot: %v %v", end, ok)
+	}
+}
+
+// TestSuspectsCoverJudge: closeOrphans reads and judges only the calls
+// Suspects returns, so every call Judge would close, at any answer time,
+// must be among them, including on a node whose id contains "/"; a call
+// listed in the latest snapshot of a node that is not silent is not.
+func TestSuspectsCoverJudge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	nodes := []string{"n1", "n1/x", "n2"}
+	chans := []string{"c1", "x/c1", "c2", "PJSIP/a-1", "PJSIP/a-2"}
+	var keys []string
+	for _, n := range nodes {
+		for _, c := range chans {
+			keys = append(keys, n+"/"+c)
+		}
+	}
+	for run := range 200 {
+		o := newOrphans(30*time.Second, 2*time.Second)
+		now := t0
+		for step := range 30 {
+			now = now.Add(time.Duration(rng.IntN(15)) * time.Second)
+			if n := nodes[rng.IntN(len(nodes))]; rng.IntN(4) > 0 {
+				var listed []string
+				for _, c := range chans {
+					if rng.IntN(3) > 0 {
+						listed = append(listed, c)
+					}
+				}
+				o.Observe(snap(n, now, rng.IntN(6) > 0, listed...), now)
+			}
+			o.Refresh(uint64(step), uint64(step), now)
+			sus := map[string]bool{}
+			for _, k := range o.Suspects(keys, now) {
+				sus[k] = true
+			}
+			for _, n := range nodes {
+				for _, c := range chans {
+					for _, back := range []time.Duration{0, 5 * time.Second, time.Minute, time.Hour} {
+						if _, ok := o.Judge(n, c, now.Add(-back), now); ok && !sus[n+"/"+c] {
+							t.Fatalf("run %d step %d: Judge closes %s/%s (answered %v before) but Suspects leaves it out", run, step, n, c, back)
+						}
+					}
+				}
+			}
+		}
+	}
+	o := newOrphans(30*time.Second, 2*time.Second)
+	o.Observe(snap("n1/x", t0, true, "c1"), t0)
+	if got := o.Suspects([]string{"n1/x/c1", "n1/x/c2", "n9/c1"}, t0.Add(time.Second)); len(got) != 1 || got[0] != "n1/x/c2" {
+		t.Fatalf("Suspects = %q, want [n1/x/c2] (listed call and unknown node left out)", got)
+	}
+	if got := o.Suspects([]string{"n1/x/c1"}, t0.Add(30*time.Second)); len(got) != 1 {
+		t.Fatalf("Suspects = %q on a silent node, want the listed call too", got)
 	}
 }
 

@@ -195,6 +195,16 @@ func TestOpen(t *testing.T) {
 	if err != nil || len(live) != 1 || live[0].Channel != "c2" {
 		t.Fatalf("Live = %+v, %v", live, err)
 	}
+	// The keys list the same calls; LiveCalls reads them, skipping a key
+	// whose call is gone.
+	keys, err := f.l.LiveKeys(ctx, "p")
+	if err != nil || len(keys) != 1 || keys[0] != c2.Key() {
+		t.Fatalf("LiveKeys = %q, %v, want [%s]", keys, err, c2.Key())
+	}
+	got, err := f.l.LiveCalls(ctx, "p", []string{"n1/gone", keys[0]})
+	if err != nil || len(got) != 1 || got[0] != live[0] {
+		t.Fatalf("LiveCalls = %+v, %v, want %+v", got, err, live)
+	}
 }
 
 // The script computes next due times; they must match tariff.Block.

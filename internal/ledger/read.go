@@ -67,6 +67,29 @@ func (l *Ledger) liveRange(ctx context.Context, project string, by *redis.ZRange
 	if err != nil {
 		return nil, fmt.Errorf("read live calls of project %q from redis: %w", project, err)
 	}
+	return l.LiveCalls(ctx, project, keys)
+}
+
+// LiveKeys returns the keys (Call.Key: node/channel) of project's live
+// calls, earliest next due first: a cheap listing for callers that read
+// only some of the calls (LiveCalls).
+func (l *Ledger) LiveKeys(ctx context.Context, project string) ([]string, error) {
+	if err := call.CheckProject(project); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	keys, err := l.rdb.ZRange(ctx, l.key(project, "live"), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read live call keys of project %q from redis: %w", project, err)
+	}
+	return keys, nil
+}
+
+// LiveCalls returns the calls of project with the given keys (as LiveKeys
+// returns them), in that order; a call whose record is gone is left out.
+func (l *Ledger) LiveCalls(ctx context.Context, project string, keys []string) ([]Call, error) {
+	if err := call.CheckProject(project); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if len(keys) == 0 {
 		return []Call{}, nil
 	}
