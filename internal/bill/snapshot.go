@@ -3,6 +3,7 @@ package bill
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -72,6 +73,13 @@ func scanSnapshot(b []byte, s *call.Snapshot) bool {
 				var n int
 				n, ok = sc.digits()
 				s.CallsSeq = uint64(n)
+			case "pending":
+				s.Pending, ok = sc.literal("true"), true
+				if !s.Pending {
+					ok = sc.literal("false")
+				}
+			case "gen":
+				s.Gen, ok = sc.uint64()
 			case "part":
 				s.Part, ok = sc.digits()
 			case "parts":
@@ -149,6 +157,23 @@ func (sc *callScanner) digits() (int, bool) {
 		return 0, false // longer, or not an integer
 	}
 	return n, true
+}
+
+// uint64 reads an unsigned integer of up to 20 digits (a snapshot's Gen is
+// Unix nanoseconds: 19 digits, beyond digits' 18).
+func (sc *callScanner) uint64() (uint64, bool) {
+	start := sc.i
+	for sc.i < len(sc.b) && sc.b[sc.i] >= '0' && sc.b[sc.i] <= '9' && sc.i-start < 20 {
+		sc.i++
+	}
+	switch {
+	case sc.i == start, sc.b[start] == '0' && sc.i-start > 1:
+		return 0, false
+	case sc.i < len(sc.b) && (sc.b[sc.i] >= '0' && sc.b[sc.i] <= '9' || sc.b[sc.i] == '.' || sc.b[sc.i] == 'e' || sc.b[sc.i] == 'E'):
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(sc.b[start:sc.i]), 10, 64)
+	return n, err == nil
 }
 
 // callScanner walks the calls array of a snapshot.

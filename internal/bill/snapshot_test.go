@@ -14,7 +14,8 @@ import (
 func snapshotJSON(tb testing.TB, n int) []byte {
 	tb.Helper()
 	at := t0.Add(time.Hour)
-	s := call.Snapshot{Schema: call.Schema, Node: "node-1", At: at, Connected: true, CallsSeq: 12345, Part: 3, Parts: 20, Calls: []call.LiveCall{}}
+	s := call.Snapshot{Schema: call.Schema, Node: "node-1", At: at, Connected: true, CallsSeq: 12345,
+		Pending: true, Gen: uint64(at.UnixNano()), Part: 3, Parts: 20, Calls: []call.LiveCall{}}
 	for i := range n {
 		a := at.Add(-time.Duration(i) * 1234567 * time.Microsecond)
 		c := call.LiveCall{Channel: fmt.Sprintf("PJSIP/trunk-%08x", i), Project: fmt.Sprint("proj-", i%3/2)}
@@ -59,6 +60,9 @@ func FuzzUnmarshalSnapshotMatchesJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"schema":1,"node":"n","at":"2026-03-01T12:00:00Z","connected":true,"calls":null}`,
 		`{"schema":1,"node":"n","at":"2026-03-01T12:00:00Z"}`,
+		`{"gen":18446744073709551615,"pending":false,"calls":[]}`,
+		`{"gen":18446744073709551616,"calls":[]}`,
+		`{"gen":01,"pending":true}`,
 		`{"calls":[{"channel":"a\u0041","project":"p"}]}`,
 		`{"calls":[{"Channel":"a","project":"p","answered_at":null}]}`,
 		`{"calls":[{"channel":"a","answered_at":"2026-03-01T12:00:00.5+02:00"},{}]}`,
