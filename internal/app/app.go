@@ -445,7 +445,8 @@ func (a *App) Run(ctx context.Context) error {
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPub()
 	pubDone := make(chan error, 1)
-	// Bill and notify need the streams; ingest runs without NATS.
+	// Bill, notify and the publisher need the streams; ingest runs without
+	// NATS (its events wait in the publisher's buffer and the spool).
 	streamsReady := make(chan struct{})
 	if a.streamsLater {
 		go a.ensureStreamsLater(gctx, streamsReady)
@@ -463,7 +464,17 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	if a.pub != nil {
-		go func() { pubDone <- a.pub.Run(pubCtx) }()
+		// The publisher starts once the streams exist: publishing into a
+		// stream being created fails for some messages of a batch while
+		// later ones succeed, which would store them out of order.
+		go func() {
+			select {
+			case <-streamsReady:
+				pubDone <- a.pub.Run(pubCtx)
+			case <-pubCtx.Done():
+				pubDone <- nil
+			}
+		}()
 		g.Go(func() error {
 			err := a.ing.Run(gctx)
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.DrainTimeout)
