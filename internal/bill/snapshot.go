@@ -65,19 +65,13 @@ func scanSnapshot(b []byte, s *call.Snapshot) bool {
 					ok = s.At.UnmarshalJSON(b[start:sc.i]) == nil
 				}
 			case "connected":
-				s.Connected, ok = sc.literal("true"), true
-				if !s.Connected {
-					ok = sc.literal("false")
-				}
+				s.Connected, ok = sc.boolean()
 			case "calls_seq":
 				var n int
 				n, ok = sc.digits()
 				s.CallsSeq = uint64(n)
 			case "pending":
-				s.Pending, ok = sc.literal("true"), true
-				if !s.Pending {
-					ok = sc.literal("false")
-				}
+				s.Pending, ok = sc.boolean()
 			case "gen":
 				s.Gen, ok = sc.uint64()
 			case "part":
@@ -157,6 +151,14 @@ func (sc *callScanner) digits() (int, bool) {
 		return 0, false // longer, or not an integer
 	}
 	return n, true
+}
+
+// boolean reads true or false.
+func (sc *callScanner) boolean() (v, ok bool) {
+	if sc.literal("true") {
+		return true, true
+	}
+	return false, sc.literal("false")
 }
 
 // uint64 reads an unsigned integer of up to 20 digits (a snapshot's Gen is

@@ -15,7 +15,11 @@ var benchBody = []byte(`{"schema":1,"event":"answered","node":"pbx1","channel":"
 // messages and Flush until all are acknowledged.
 func BenchmarkPublisher(b *testing.B) {
 	_, js := setupJS(b)
-	p := NewPublisher(js, PublisherOptions{Buffer: 1 << 16, MaxPending: 1024})
+	benchPublisher(b, NewPublisher(js, PublisherOptions{Buffer: 1 << 16, MaxPending: 1024}))
+}
+
+// benchPublisher runs p, enqueues b.N messages and flushes them.
+func benchPublisher(b *testing.B, p *Publisher) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -66,22 +70,7 @@ func BenchmarkPublisherSpool(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sp.Close()
-	p := NewPublisher(js, PublisherOptions{Buffer: 1 << 16, MaxPending: 1024, Spool: sp})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	b.SetBytes(int64(len(benchBody)))
-	b.ResetTimer()
-	for i := range b.N {
-		if err := p.Enqueue(ctx, "minuted.calls.acme.answered", "pbx1/c"+strconv.Itoa(i)+"/answered", benchBody); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	benchPublisher(b, NewPublisher(js, PublisherOptions{Buffer: 1 << 16, MaxPending: 1024, Spool: sp}))
 }
 
 // BenchmarkSpoolAppendAck is the spool alone: one append (encode + one
