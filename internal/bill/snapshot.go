@@ -43,15 +43,10 @@ func scanSnapshot(b []byte, s *call.Snapshot) bool {
 	sc.ws()
 	if !sc.consume('}') {
 		for {
-			k, ok := sc.str()
+			k, ok := sc.key()
 			if !ok || seen[string(k)] {
 				return false
 			}
-			sc.ws()
-			if !sc.consume(':') {
-				return false
-			}
-			sc.ws()
 			switch string(k) {
 			case "schema":
 				s.Schema, ok = sc.digits()
@@ -153,6 +148,20 @@ func (sc *callScanner) digits() (int, bool) {
 	return n, true
 }
 
+// key reads an object's member name and the colon after it.
+func (sc *callScanner) key() ([]byte, bool) {
+	k, ok := sc.str()
+	if !ok {
+		return nil, false
+	}
+	sc.ws()
+	if !sc.consume(':') {
+		return nil, false
+	}
+	sc.ws()
+	return k, true
+}
+
 // boolean reads true or false.
 func (sc *callScanner) boolean() (v, ok bool) {
 	if sc.literal("true") {
@@ -196,15 +205,10 @@ func (sc *callScanner) liveCall(c *call.LiveCall, project *string, times *[]time
 		return true
 	}
 	for {
-		k, ok := sc.str()
+		k, ok := sc.key()
 		if !ok {
 			return false
 		}
-		sc.ws()
-		if !sc.consume(':') {
-			return false
-		}
-		sc.ws()
 		switch string(k) {
 		case "channel":
 			v, ok := sc.str()
