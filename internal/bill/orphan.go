@@ -1,6 +1,7 @@
 package bill
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -21,9 +22,8 @@ type pendingSnap struct {
 
 // assembly gathers the parts of one multi-part snapshot.
 type assembly struct {
-	head    *call.Snapshot // the first part received (At, Gen, Parts)
-	at      time.Time
-	started time.Time // local clock of the first part
+	head    call.Snapshot // the first part received, without its calls (At, Gen, Parts)
+	started time.Time     // local clock of the first part
 	seq     uint64
 	have    []bool // by part number − 1
 	got     int
@@ -189,7 +189,8 @@ func (ns *nodeState) assemble(s *call.Snapshot, at, recv time.Time) *assembly {
 		if !at.After(ns.newest) {
 			return nil
 		}
-		a = &assembly{head: s, at: at, started: recv, have: make([]bool, s.Parts)}
+		a = &assembly{head: *s, started: recv, have: make([]bool, s.Parts)}
+		a.head.Calls = nil // the calls are kept once, in a.calls
 		ns.asm = a
 	}
 	if a.have[s.Part-1] {
@@ -317,14 +318,20 @@ func (o *orphans) Suspects(keys []string, now time.Time) []string {
 	defer o.mu.Unlock()
 	var out []string
 	for _, k := range keys {
-		for id, ns := range o.nodes {
-			if len(k) <= len(id) || k[len(id)] != '/' || k[:len(id)] != id {
-				continue
+		// Every "/" may end the node id: the key is a suspect if any node
+		// it could belong to might close it.
+		for i := strings.IndexByte(k, '/'); i >= 0; {
+			if ns := o.nodes[k[:i]]; ns != nil {
+				if _, listed := ns.listed[k[i+1:]]; !listed || now.Sub(ns.quietSince(o.listening)) >= o.after {
+					out = append(out, k)
+					break
+				}
 			}
-			if _, listed := ns.listed[k[len(id)+1:]]; !listed || now.Sub(ns.lastRecv) >= o.after {
-				out = append(out, k)
+			j := strings.IndexByte(k[i+1:], '/')
+			if j < 0 {
 				break
 			}
+			i += j + 1
 		}
 	}
 	return out

@@ -102,7 +102,7 @@ func retryAfter(header string, body []byte, now time.Time) (time.Duration, bool)
 			if n < 0 {
 				return 0, false
 			}
-			d = time.Duration(min(n, int64(MaxRetryAfter/time.Second))) * time.Second
+			d = time.Duration(min(n, int64(MaxRetryAfter/time.Second))) * time.Second // no overflow
 		} else if t, err := http.ParseTime(header); err == nil {
 			d = max(t.Sub(now), 0)
 		} else {
@@ -119,7 +119,7 @@ func retryAfter(header string, body []byte, now time.Time) (time.Duration, bool)
 		}
 		d = time.Duration(min(*tg.Parameters.RetryAfter, int64(MaxRetryAfter/time.Second))) * time.Second
 	}
-	return min(d, MaxRetryAfter), true
+	return min(d, MaxRetryAfter), true // an HTTP date may be further away
 }
 
 // redact replaces every secret in err's text. The chain is kept only when
