@@ -431,7 +431,7 @@ func Audit(ctx context.Context, c *Client, args []string, stdout io.Writer) erro
 	if !done {
 		t := newTable(stdout, "project", id)
 		t.row("balance", MinSec(a.BalanceSeconds))
-		history := "complete (starts from a zero balance)"
+		history := "complete (none trimmed)"
 		if !a.Complete {
 			history = "trimmed at ledger.max_len: totals cover the entries kept"
 		}

@@ -13,9 +13,9 @@ type Audit struct {
 	Project        string `json:"project"`
 	BalanceSeconds int64  `json:"balance_seconds"`
 	Entries        int    `json:"entries"`
-	// Complete: the oldest entry kept starts from a zero balance, so the
-	// totals below cover the project's whole history (false once the
-	// ledger stream was trimmed at ledger.max_len).
+	// Complete: every entry ever added to the ledger stream is still there,
+	// so the totals below cover the project's whole history (false once it
+	// was trimmed at ledger.max_len).
 	Complete bool `json:"complete"`
 	// CreditedSeconds is Σ top-ups + adjustments, BilledSeconds Σ debits −
 	// Σ refunds (positive: charged), over the entries kept.
@@ -45,7 +45,8 @@ func (l *Ledger) Audit(ctx context.Context, project string) (Audit, error) {
 	pipe := l.rdb.TxPipeline()
 	h := pipe.HGetAll(ctx, l.key(project, "project"))
 	xs := pipe.XRange(ctx, l.key(project, "ledger"), "-", "+")
-	if _, err := pipe.Exec(ctx); err != nil {
+	info := pipe.XInfoStream(ctx, l.key(project, "ledger")) // fails when there is no ledger yet
+	if _, err := pipe.Exec(ctx); err != nil && (h.Err() != nil || xs.Err() != nil) {
 		return Audit{}, fmt.Errorf("read project %q and its ledger from redis: %w", project, err)
 	}
 	if len(h.Val()) == 0 {
@@ -53,15 +54,19 @@ func (l *Ledger) Audit(ctx context.Context, project string) (Audit, error) {
 	}
 	a := Audit{Project: project, BalanceSeconds: parseInt(h.Val()["balance"]),
 		Entries: len(xs.Val()), PerCall: map[string]int64{}, Problems: []string{}}
+	// Complete: every entry ever added is still there (none trimmed at
+	// ledger.max_len or deleted).
+	a.Complete = info.Err() != nil && a.Entries == 0 || info.Err() == nil && info.Val().EntriesAdded == info.Val().Length
 	var prev int64
 	for i, m := range xs.Val() {
 		e := entryFrom(m)
-		switch {
-		case i == 0:
-			a.Complete = e.Balance == e.Seconds
-		case e.Balance != prev+e.Seconds:
+		start := prev // the balance before this entry
+		if i == 0 && !a.Complete {
+			start = e.Balance - e.Seconds // the entries before it were trimmed
+		}
+		if e.Balance != start+e.Seconds {
 			a.Problems = append(a.Problems, fmt.Sprintf("entry %s (%s %+d s) says balance %d s, but the entry before left %d s",
-				e.ID, e.Kind, e.Seconds, e.Balance, prev))
+				e.ID, e.Kind, e.Seconds, e.Balance, start))
 		}
 		prev = e.Balance
 		switch e.Kind {
