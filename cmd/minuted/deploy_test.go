@@ -63,8 +63,14 @@ func TestDockerfileAndUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	df := string(b)
-	if strings.Count(df, "\nFROM ")+strings.Count(df[:min(len(df), 40)], "FROM ") < 2 {
-		t.Error("Dockerfile must be multi-stage")
+	stages := 0
+	for _, line := range strings.Split(df, "\n") {
+		if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(line)), "FROM ") {
+			stages++
+		}
+	}
+	if stages < 2 {
+		t.Errorf("Dockerfile has %d stage(s): it must be multi-stage (build, then a small runtime image)", stages)
 	}
 	for _, want := range []string{"CGO_ENABLED=0", "USER nonroot", "./cmd/minuted", "configs/minuted.yaml"} {
 		if !strings.Contains(df, want) {
