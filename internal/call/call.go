@@ -189,6 +189,10 @@ func SnapshotPartSubject(node string, i int) string {
 	return SnapshotSubject(node) + "." + strconv.Itoa(i)
 }
 
+// SnapshotPartsOf matches the further parts (2, 3, ...) of one node's
+// snapshot.
+func SnapshotPartsOf(node string) string { return SnapshotSubject(node) + ".*" }
+
 // SnapshotWildcard matches the snapshots (whole, or their first part) of
 // every node; SnapshotPartsWildcard matches their further parts.
 const (

@@ -603,7 +603,7 @@ func (s *Service) loadSeed(ctx context.Context, quiet bool) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	msgs, err := stream.LastPerSubject(ctx, s.o.JS, call.NodesStream, call.SnapshotSubject(node), call.SnapshotSubject(node)+".*")
+	msgs, err := stream.LastPerSubject(ctx, s.o.JS, call.NodesStream, call.SnapshotSubject(node), call.SnapshotPartsOf(node))
 	if err != nil {
 		lvl := slog.LevelWarn
 		if quiet {

@@ -27,7 +27,7 @@ type snapshots struct {
 
 func (s *snapshots) subscribe(t *testing.T, nc *nats.Conn, node string) {
 	t.Helper()
-	for _, subj := range []string{call.SnapshotSubject(node), call.SnapshotSubject(node) + ".*"} {
+	for _, subj := range []string{call.SnapshotSubject(node), call.SnapshotPartsOf(node)} {
 		if _, err := nc.Subscribe(subj, func(m *nats.Msg) {
 			var p call.Snapshot
 			if json.Unmarshal(m.Data, &p) == nil && m.Subject == call.SnapshotPartSubject(node, p.Part) {
