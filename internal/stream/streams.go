@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/minuted/minuted/internal/backoff"
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/config"
 )
@@ -219,17 +221,15 @@ func DeadLetterID(source string, data []byte) string {
 // go unanswered while the first one creates the stream, so an attempt that
 // times out is tried again until ctx ends.
 func createOrUpdate(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := js.CreateOrUpdateStream(actx, sc)
 		cancel()
 		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, 2*time.Second, attempt, rand.Float64())) {
 			return err
-		case <-time.After(wait):
 		}
 	}
 }
