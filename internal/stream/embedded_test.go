@@ -174,8 +174,9 @@ func TestConnectRetriesUntilServerUpOrCtx(t *testing.T) {
 	}
 	// The server comes up while Connect retries.
 	done := make(chan error, 1)
+	url := n.URL() // read before n.Start below changes n
 	go func() {
-		nc, err := Connect(testCtx(t, 20*time.Second), config.NATSConfig{URL: n.URL()}, "c", log)
+		nc, err := Connect(testCtx(t, 20*time.Second), config.NATSConfig{URL: url}, "c", log)
 		if err == nil {
 			nc.Close()
 		}
