@@ -41,6 +41,7 @@ func runLoad(ctx context.Context, args []string, log *slog.Logger) error {
 	profile := fs.Bool("profile", true, "perf-profile ingest and bill at -profile-rate")
 	profileRate := fs.Float64("profile-rate", 2000, "rate of the profiled run")
 	micro := fs.Bool("micro", true, "run the micro-benchmarks (needs the go toolchain)")
+	memLimit := fs.String("gomemlimit", "", "GOMEMLIMIT of ingest and bill with -report, e.g. 150MiB ('': Go's default, none)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -63,7 +64,7 @@ func runLoad(ctx context.Context, args []string, log *slog.Logger) error {
 			Command: "minuted load " + strings.Join(args, " "), // minuted is built with symbols for perf
 			Steps:   rates, StepDuration: *stepFor, LowRate: *low, MinTalk: minTalk, MaxTalk: maxTalk,
 			LiveCalls: *live, LiveRamp: *liveRamp, LiveWindow: *liveWindow,
-			Profile: *profile, ProfileRate: *profileRate, Micro: *micro, Seed: *seed,
+			Profile: *profile, ProfileRate: *profileRate, Micro: *micro, Seed: *seed, GoMemLimit: *memLimit,
 			Log: func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) },
 		})
 		if err != nil {

@@ -25,6 +25,10 @@ func (r Report) WriteMarkdown(w io.Writer) error {
 	p("")
 	p("Machine: %d × %s, %s, %s, %s (AOF, appendfsync %s). Load average before %s, after %s — the machine is shared, so figures move between runs.",
 		m.CPUs, m.Model, m.Go, m.NATS, m.Redis, m.RedisFsync, m.LoadBefore, m.LoadAfter)
+	if m.GoMemLimit != "" {
+		p("")
+		p("ingest and bill ran with `GOMEMLIMIT=%s` (Go's soft memory limit: the collector runs more often as the heap nears it, instead of letting the heap grow to twice what is live).", m.GoMemLimit)
+	}
 	p("")
 	p("Pipeline, every part on this machine: the ARI double (in the harness process, the *load tool*) → `minuted ingest` and `minuted bill` (separate processes, `go build`, no -race) → nats-server (JetStream, file storage) → redis-server. Calls are the recorded single-leg answered call (%d ARI events) with talk times uniform in the step's range, over 4 projects weighted 4:3:2:1, tariff 60/60 (a 60 s block at answer, one more per minute). CPU is user+sys from /proc/<pid>/stat (the load tool: getrusage).", r.Baseline.EventsPerCall)
 	p("")
@@ -98,7 +102,7 @@ func (r Report) WriteMarkdown(w io.Writer) error {
 		p("")
 		p("## %d concurrent live calls ticking every minute", l.Calls)
 		p("")
-		p("Ramp at %.0f calls/s (%.0f s planned, %.0f s taken), then a %.0f s window; live calls in the double at its start %d, at its end %d (calls last longer than the run).",
+		p("On a stack of its own (ingest and bill freshly started, not those of the rate steps). Ramp at %.0f calls/s (%.0f s planned, %.0f s taken), then a %.0f s window; live calls in the double at its start %d, at its end %d (calls last longer than the run).",
 			l.Ramp, l.RampSeconds, l.RampTaken, l.Usage.Wall.Seconds(), l.LiveStart, l.LiveEnd)
 		p("")
 		p("| process | avg cores | RSS end MB | RSS max MB |")

@@ -31,7 +31,10 @@ type ReportOptions struct {
 	ProfileRate  float64 // default 2000
 	Micro        bool    // run the micro-benchmarks (go test -bench)
 	Seed         uint64
-	Log          func(format string, args ...any)
+	// GoMemLimit is the GOMEMLIMIT of ingest and bill ("": Go's default,
+	// no limit).
+	GoMemLimit string
+	Log        func(format string, args ...any)
 }
 
 // Report is everything the benchmark measured (docs/benchmarks.json).
@@ -62,6 +65,8 @@ type Machine struct {
 	LoadBefore string `json:"loadavg_before"`
 	LoadAfter  string `json:"loadavg_after"`
 	RedisFsync string `json:"redis_appendfsync"`
+	// GoMemLimit is the GOMEMLIMIT ingest and bill ran with ("": none).
+	GoMemLimit string `json:"gomemlimit,omitempty"`
 }
 
 // Micro is one micro-benchmark line.
@@ -108,12 +113,19 @@ func RunReport(ctx context.Context, o ReportOptions) (rep Report, err error) {
 	}
 	rep = Report{Command: o.Command, Started: time.Now().UTC()}
 	rep.Machine = Machine{CPUs: runtime.NumCPU(), Model: cpuModel(), Go: runtime.Version(), LoadBefore: loadavg(),
-		Redis: versionOf("redis-server", "--version"), RedisFsync: "everysec"}
-	st, err := Start(ctx, StackOptions{Binary: o.Binary, RedisFsync: "everysec"})
+		Redis: versionOf("redis-server", "--version"), RedisFsync: "everysec", GoMemLimit: o.GoMemLimit}
+	so := StackOptions{Binary: o.Binary, RedisFsync: "everysec"}
+	if o.GoMemLimit != "" {
+		so.Env = []string{"GOMEMLIMIT=" + o.GoMemLimit}
+	}
+	st, err := Start(ctx, so)
 	if err != nil {
 		return rep, err
 	}
 	defer func() {
+		if st == nil {
+			return
+		}
 		if cerr := st.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
@@ -179,6 +191,24 @@ func RunReport(ctx context.Context, o ReportOptions) (rep Report, err error) {
 		}
 	}
 	if o.LiveCalls > 0 {
+		// A fresh stack: the memory of 100,000 live calls, not what the
+		// rate steps' backlogs left behind in ingest and bill.
+		if len(o.Steps) > 0 || o.LowRate > 0 || o.Profile {
+			logf("live: restarting the stack")
+			old := st
+			st = nil
+			if err := old.Close(); err != nil {
+				return rep, err
+			}
+			fresh, err := Start(ctx, so) // closed by Start itself on failure
+			if err != nil {
+				return rep, err
+			}
+			st = fresh
+			if err := st.SetupProjects(ctx, Tariff6060, projects...); err != nil {
+				return rep, err
+			}
+		}
 		l, err := st.RunLive(ctx, LiveOptions{Calls: o.LiveCalls, Ramp: o.LiveRamp, Window: o.LiveWindow, Projects: projects, Seed: o.Seed, Progress: logf})
 		if err != nil {
 			return rep, err

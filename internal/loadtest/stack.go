@@ -45,7 +45,10 @@ type StackOptions struct {
 	RedisFsync string // appendfsync of the AOF: always, everysec (default), no
 	// SnapshotInterval of ingest (default 10s, as shipped).
 	SnapshotInterval time.Duration
-	Logger           *slog.Logger
+	// Env is added to the environment of ingest and bill, e.g.
+	// GOMEMLIMIT=150MiB.
+	Env    []string
+	Logger *slog.Logger
 }
 
 // Proc is one process of the stack.
@@ -151,6 +154,7 @@ func Start(ctx context.Context, o StackOptions) (s *Stack, err error) {
 		"MINUTED_CONFIG=", "MINUTED_NATS_URL=" + s.NATSURL, "MINUTED_REDIS_URL=redis://" + s.RedisAddr + "/0",
 		"ARI_URL=" + s.Sim.URL(), "ARI_USERNAME=minuted", "ARI_PASSWORD=load-secret", "ARI_APPLICATION=" + s.App,
 	}
+	env = append(env, o.Env...)
 	cfg := filepath.Join(s.dir, "minuted.yaml")
 	yml := fmt.Sprintf("ingest:\n  snapshot_interval: %s\n  spool_dir: %s\n", o.SnapshotInterval, filepath.Join(s.dir, "spool"))
 	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
