@@ -21,12 +21,14 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(call.SnapshotSubject(""), []byte(`{"node":""}`))
 	f.Add(call.SnapshotSubject("x"), []byte(`{"node":"x","calls":null,"connected":"yes"}`))
 	f.Add(call.SnapshotSubject("x"), []byte(`[`))
+	f.Add(call.SnapshotPartSubject("x", 2), []byte(`{"node":"x","part":2,"parts":2,"calls":[{}]}`))
+	f.Add(call.SnapshotPartSubject("x", 2), []byte(`{"node":"x","part":3,"calls":[]}`))
 	f.Fuzz(func(t *testing.T, subject string, b []byte) {
 		n, err := decodeSnapshot(subject, b)
 		if err != nil {
 			return
 		}
-		if n.Node == "" || subject != call.SnapshotSubject(n.Node) || strings.ContainsAny(n.Node, ". *>") || n.LiveCalls < 0 {
+		if n.Node == "" || n.Part < 1 || subject != call.SnapshotPartSubject(n.Node, n.Part) || strings.ContainsAny(n.Node, ". *>") || n.Calls < 0 {
 			t.Fatalf("accepted %+v on %q", n, subject)
 		}
 	})

@@ -119,7 +119,38 @@ type NATSSystem struct {
 
 	mu     sync.Mutex
 	nodes  map[string]Node
+	parts  map[string]*partCounts // the newest snapshot's live calls per part, by node
 	subErr error
+}
+
+// partCounts counts the live calls of one snapshot (At, Gen) part by part:
+// a big snapshot comes in several messages, each listing some of its calls.
+type partCounts struct {
+	at     time.Time
+	gen    uint64
+	counts map[int]int
+}
+
+// add records part p of a snapshot and returns the live calls of the
+// newest snapshot seen; a part of an older snapshot (late) changes
+// nothing and add reports it with current false.
+func (pc *partCounts) add(p snapshotPart) (live int, current bool) {
+	switch {
+	case pc.counts == nil || p.At.After(pc.at) || p.At.Equal(pc.at) && p.Gen > pc.gen:
+		pc.at, pc.gen, pc.counts = p.At, p.Gen, map[int]int{}
+	case !p.At.Equal(pc.at) || p.Gen != pc.gen:
+		return pc.total(), false
+	}
+	pc.counts[p.Part] = p.Calls
+	return pc.total(), true
+}
+
+func (pc *partCounts) total() int {
+	n := 0
+	for _, c := range pc.counts {
+		n += c
+	}
+	return n
 }
 
 // DefaultStaleAfter is how long a node may go without a snapshot before it
@@ -133,13 +164,15 @@ const maxNodes = 1000
 // ends when nc is drained or closed) and reads consumer (of CALLS) and the
 // DLQ stream through js. A failed subscription is reported by Figures.
 func NewNATSSystem(nc *nats.Conn, js jetstream.JetStream, consumer string) *NATSSystem {
-	s := &NATSSystem{js: js, consumer: consumer, staleAfter: DefaultStaleAfter, now: time.Now, nodes: map[string]Node{}}
+	s := &NATSSystem{js: js, consumer: consumer, staleAfter: DefaultStaleAfter, now: time.Now, nodes: map[string]Node{}, parts: map[string]*partCounts{}}
 	if nc == nil {
 		s.subErr = errors.New("no NATS connection")
 		return s
 	}
-	if _, err := nc.Subscribe(call.SnapshotWildcard, func(m *nats.Msg) { s.observe(m.Subject, m.Data) }); err != nil {
-		s.subErr = fmt.Errorf("subscribe to node snapshots (%s): %w", call.SnapshotWildcard, err)
+	for _, subj := range []string{call.SnapshotWildcard, call.SnapshotPartsWildcard} {
+		if _, err := nc.Subscribe(subj, func(m *nats.Msg) { s.observe(m.Subject, m.Data) }); err != nil {
+			s.subErr = fmt.Errorf("subscribe to node snapshots (%s): %w", subj, err)
+		}
 	}
 	return s
 }
@@ -149,33 +182,58 @@ type snapshotHead struct {
 	Node      string            `json:"node"`
 	At        time.Time         `json:"at"`
 	Connected bool              `json:"connected"`
+	Gen       uint64            `json:"gen"`
+	Part      int               `json:"part"`
 	Calls     []json.RawMessage `json:"calls"`
 }
 
-// decodeSnapshot reads a node snapshot's head; the node must be named and
-// match the subject's.
-func decodeSnapshot(subject string, b []byte) (Node, error) {
+// snapshotPart is what the view keeps of one snapshot message.
+type snapshotPart struct {
+	Node      string
+	At        time.Time
+	Connected bool
+	Gen       uint64
+	Part      int // from 1
+	Calls     int // live calls listed in this part
+}
+
+// decodeSnapshot reads a node snapshot message (a whole snapshot or one
+// part of it); the node must be named and match the subject's, which must
+// be its part's.
+func decodeSnapshot(subject string, b []byte) (snapshotPart, error) {
 	var s snapshotHead
 	if err := json.Unmarshal(b, &s); err != nil {
-		return Node{}, fmt.Errorf("node snapshot on %s: %w", subject, err)
+		return snapshotPart{}, fmt.Errorf("node snapshot on %s: %w", subject, err)
 	}
-	if s.Node == "" || strings.ContainsAny(s.Node, ". *>") || subject != call.SnapshotSubject(s.Node) {
-		return Node{}, fmt.Errorf("node snapshot on %s names node %q", subject, s.Node)
+	part := max(s.Part, 1)
+	if s.Node == "" || strings.ContainsAny(s.Node, ". *>") || subject != call.SnapshotPartSubject(s.Node, part) {
+		return snapshotPart{}, fmt.Errorf("node snapshot on %s names node %q part %d", subject, s.Node, part)
 	}
-	return Node{Node: s.Node, ARIConnected: s.Connected, LastSnapshot: s.At.UTC(), LiveCalls: len(s.Calls)}, nil
+	return snapshotPart{Node: s.Node, At: s.At.UTC(), Connected: s.Connected, Gen: s.Gen, Part: part, Calls: len(s.Calls)}, nil
 }
 
 func (s *NATSSystem) observe(subject string, data []byte) {
-	n, err := decodeSnapshot(subject, data)
+	p, err := decodeSnapshot(subject, data)
 	if err != nil {
 		return // bill logs bad snapshots; the view just ignores them
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.nodes[n.Node]; ok || len(s.nodes) < maxNodes {
-		n.LastSnapshot = s.now().UTC() // the receiving clock judges staleness
-		s.nodes[n.Node] = n
+	if _, ok := s.nodes[p.Node]; !ok && len(s.nodes) >= maxNodes {
+		return
 	}
+	pc := s.parts[p.Node]
+	if pc == nil {
+		pc = &partCounts{}
+		s.parts[p.Node] = pc
+	}
+	live, current := pc.add(p)
+	if !current {
+		return
+	}
+	// The receiving clock judges staleness; any part of the newest
+	// snapshot shows the node alive.
+	s.nodes[p.Node] = Node{Node: p.Node, ARIConnected: p.Connected, LastSnapshot: s.now().UTC(), LiveCalls: live}
 }
 
 // Figures reads the consumer and the DLQ stream and lists the nodes.
