@@ -227,6 +227,9 @@ func FuzzDecodeLeanMatchesJSON(f *testing.F) {
 		`{"type":"ChannelCreated","timestamp":"2026-11-27T14:30:57.813+0000","channel":{"id":"1","channelvars":{"A":"1","A":null,"B":"é"}}}`,
 		`{"type":"ChannelDestroyed","timestamp":"2026-11-27T14:30:57.813+0000","cause":1e1,"channel":{"id":"1"}}`,
 		`{"type":"T","timestamp":"2026-11-27T14:30:57.813+0000"} x`,
+		// Unicode folding: 'ſ' matches 's', the Kelvin sign 'k'.
+		`{"type":"T","timestamp":"2026-11-27T14:30:57.813+0000","channel":{"id":"1","ſtate":"Up"}}`,
+		"{\"type\":\"T\",\"timestamp\":\"2026-11-27T14:30:57.813+0000\",\"asteris\u212a_id\":\"x\"}",
 	} {
 		f.Add([]byte(s))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -305,7 +306,7 @@ func (b *Biller) ensureProject(ctx context.Context, ev *call.Event) error {
 			b.redisTrouble(ctx, err)
 			return fmt.Errorf("look up project %s: %w", ev.Project, err)
 		}
-		b.known.Store(ev.Project, struct{}{})
+		b.known.Store(strings.Clone(ev.Project), struct{}{}) // ev shares its message's memory
 		return nil
 	}
 	created, err := b.l.Ensure(ctx, ev.Project, b.o.Defaults)
@@ -323,7 +324,7 @@ func (b *Biller) ensureProject(ctx context.Context, ev *call.Event) error {
 			Detail: fmt.Sprintf("calls of unknown project %s are billed to a new project with zero balance; set its tariff and top it up", ev.Project),
 		})
 	}
-	b.known.Store(ev.Project, struct{}{})
+	b.known.Store(strings.Clone(ev.Project), struct{}{}) // ev shares its message's memory
 	return nil
 }
 
@@ -346,6 +347,9 @@ func (b *Biller) answered(ctx context.Context, ev *call.Event) error {
 		return err
 	}
 	if !c.Settled {
+		// c.Project is ev's, which shares the message's memory: the
+		// entry holds it for the call's life.
+		c.Project = strings.Clone(c.Project)
 		b.schedule(c)
 	}
 	if h := b.o.Hooks.AfterCommit; h != nil {

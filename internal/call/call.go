@@ -135,14 +135,29 @@ func (e *Event) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Decode parses and validates a CALLS message body.
+// Decode parses and validates a CALLS message body. The event's strings
+// share one copy of b: a holder that keeps one for long should
+// strings.Clone it.
 func Decode(b []byte) (*Event, error) {
-	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("decode call event: %w", err)
+	e := decodeLean(b)
+	if e == nil {
+		var err error
+		if e, err = decodeJSON(b); err != nil {
+			return nil, err
+		}
 	}
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid call event: %w", err)
+	}
+	return e, nil
+}
+
+// decodeJSON decodes b with encoding/json alone: Decode's fallback, and the
+// reference its lean path is checked against.
+func decodeJSON(b []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("decode call event: %w", err)
 	}
 	return &e, nil
 }
