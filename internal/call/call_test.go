@@ -2,6 +2,7 @@ package call
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,19 @@ func TestValidProject(t *testing.T) {
 			t.Errorf("ValidProject(%q) = %v, want %v", id, got, want)
 		}
 	}
+}
+
+// FuzzValidProject: ValidProject is ^[A-Za-z0-9_-]{1,64}$ but _unbilled.
+func FuzzValidProject(f *testing.F) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	for _, s := range []string{"proj-a", "A_1", strings.Repeat("x", 64), strings.Repeat("x", 65), "", "a.b", "a\n", "_unbilled", "проект"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		if got, want := ValidProject(id), re.MatchString(id) && id != Unbilled; got != want {
+			t.Fatalf("ValidProject(%q) = %v, want %v", id, got, want)
+		}
+	})
 }
 
 func TestDecodeRoundTripAndTalk(t *testing.T) {
