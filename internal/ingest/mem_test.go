@@ -5,13 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"testing"
 	"time"
 
 	"github.com/minuted/minuted/internal/ari"
 	"github.com/minuted/minuted/internal/sim"
+	"github.com/minuted/minuted/internal/testutil"
 )
 
 // liveCall renders the recorded answered call (sim.ShapeAnswered: a Local
@@ -86,32 +86,25 @@ func writeHeapProfile(tb testing.TB, path string) {
 	}
 }
 
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // liveCallBytes is the heap the tracker holds per live answered call, with
 // n calls up and a snapshot of them built.
 func liveCallBytes(tb testing.TB, n int) float64 {
 	c := answeredTemplate(tb)
-	before := heapInUse()
-	tr := NewTracker("", defaultAttr)
-	if msgs := feedLive(tb, tr, c, 0, n); msgs != 2*n {
-		tb.Fatalf("%d live calls gave %d messages, want started and answered of each", n, msgs)
-	}
-	after := heapInUse()
+	var tr *Tracker
+	per := testutil.HeapPer(n, func() any {
+		tr = NewTracker("", defaultAttr)
+		if msgs := feedLive(tb, tr, c, 0, n); msgs != 2*n {
+			tb.Fatalf("%d live calls gave %d messages, want started and answered of each", n, msgs)
+		}
+		return tr
+	})
 	if *liveHeapProfile != "" {
 		writeHeapProfile(tb, *liveHeapProfile)
 	}
 	if got := len(tr.Snapshot(time.Unix(0, 0)).Calls); got != n {
 		tb.Fatalf("snapshot lists %d calls, want %d", got, n)
 	}
-	runtime.KeepAlive(tr)
-	return float64(after-before) / float64(n)
+	return per
 }
 
 // BenchmarkLiveCalls reports the heap held per live call (B/live-call) by
