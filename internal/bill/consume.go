@@ -491,13 +491,7 @@ func (b *Biller) publishCDRAsync(cdr call.CDR) (jetstream.PubAckFuture, error) {
 
 // schedule queues a live call's next block in this instance's scheduler.
 func (b *Biller) schedule(c ledger.Call) bool {
-	k := max(c.NextBlock, 0)
-	answered := c.AnsweredAt.UTC()
-	e := &entry{
-		key: c.Key(), project: c.Project, node: c.Node, channel: c.Channel,
-		answered: answered, tariff: c.Tariff, block: k,
-		due: answered.Add(c.Tariff.Block(k).Due), idx: -1,
-	}
+	e := newEntry(c.Project, c.Node, c.Channel, c.AnsweredAt, c.Tariff, max(c.NextBlock, 0))
 	e.exhausted.Store(c.Exhausted)
 	return b.sched.Add(e)
 }

@@ -56,10 +56,13 @@ type nodeState struct {
 	asm     *assembly
 
 	// Admitted complete connected snapshots.
-	lastAt     time.Time
-	listed     map[string]struct{}
-	lastListed map[string]time.Time // any message, admitted or not
-	times      []time.Time          // At of recent admitted snapshots, ascending
+	lastAt time.Time
+	listed map[string]struct{}
+	// lastListed is, per call, the Unix nanoseconds of the newest message
+	// (admitted or not) that listed it; 8 bytes a call where a time.Time
+	// takes 24.
+	lastListed map[string]int64
+	times      []time.Time // At of recent admitted snapshots, ascending
 	interval   time.Duration
 }
 
@@ -83,7 +86,7 @@ func newOrphans(after, margin time.Duration) *orphans {
 func (o *orphans) node(id string) *nodeState {
 	ns := o.nodes[id]
 	if ns == nil {
-		ns = &nodeState{lastListed: make(map[string]time.Time)}
+		ns = &nodeState{lastListed: make(map[string]int64)}
 		o.nodes[id] = ns
 	}
 	return ns
@@ -103,9 +106,10 @@ func (ns *nodeState) heard(s *call.Snapshot, recv time.Time) {
 	if !s.Connected {
 		return // ingest cannot see Asterisk: its list means nothing
 	}
+	atN := at.UnixNano()
 	for _, c := range s.Calls {
-		if t, ok := ns.lastListed[c.Channel]; !ok || at.After(t) {
-			ns.lastListed[c.Channel] = at
+		if t, ok := ns.lastListed[c.Channel]; !ok || atN > t {
+			ns.lastListed[c.Channel] = atN
 		}
 	}
 }
@@ -248,8 +252,9 @@ func (o *orphans) judgeable(ns *nodeState, p pendingSnap) {
 	for _, c := range p.calls {
 		ns.listed[c.Channel] = struct{}{}
 	}
+	keepN := keep.UnixNano()
 	for ch, t := range ns.lastListed {
-		if t.Before(keep) {
+		if t < keepN {
 			delete(ns.lastListed, ch)
 		}
 	}
@@ -351,7 +356,8 @@ func (o *orphans) Judge(node, channel string, answered, now time.Time) (time.Tim
 	if ns == nil {
 		return time.Time{}, false
 	}
-	last, listedBefore := ns.lastListed[channel]
+	lastN, listedBefore := ns.lastListed[channel]
+	last := time.Unix(0, lastN).UTC()
 	if quiet := ns.quietSince(o.listening); now.Sub(quiet) >= o.after {
 		// The node is silent: close what it had, once bill has processed
 		// everything the node could have published.

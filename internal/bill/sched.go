@@ -6,42 +6,69 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/minuted/minuted/internal/tariff"
 )
 
-// entry is one live call in the block scheduler.
+// entry is one live call in the block scheduler. With 100,000 calls up
+// the entries are most of bill's memory (docs/benchmarks.md), so it is
+// kept to 80 bytes: times as Unix nanoseconds, node and channel as parts of
+// the key, the tariff (one of few) and the project interned, 32-bit counts.
 type entry struct {
-	key      string
-	project  string
-	node     string
-	channel  string
-	answered time.Time
-	tariff   tariff.Tariff
-	block    int       // next block to debit
-	due      time.Time // when block falls due
-	attempts int       // consecutive hangup or error retries of this block
+	key     string // node/channel
+	project string // interned: many calls share it
+	tariff  unique.Handle[tariff.Tariff]
+	// answered and due (when block falls due) are Unix nanoseconds.
+	answered, due int64
+	block         int32 // next block to debit
+	attempts      int32 // consecutive hangup or error retries of this block
+	idx           int32 // heap index, -1 when not queued
+	nodeLen       int32 // the node is key[:nodeLen]
 	// exhausted is set while the ledger refuses this call's next block
 	// (read by the message workers, written by the debit worker).
 	exhausted atomic.Bool
-
-	idx       int  // heap index, -1 when not queued
 	busy      bool // handed to a worker
 	cancelled bool // removed while busy: the worker must not requeue it
 }
 
+// newEntry is the scheduler entry of a live call of node whose next block
+// not yet debited is block.
+func newEntry(project, node, channel string, answered time.Time, t tariff.Tariff, block int) *entry {
+	e := &entry{
+		key: node + "/" + channel, project: intern(project), tariff: unique.Make(t),
+		answered: answered.UnixNano(), block: int32(block), idx: -1, nodeLen: int32(len(node)),
+	}
+	e.due = e.answered + int64(t.Block(block).Due)
+	return e
+}
+
+func (e *entry) node() string    { return e.key[:e.nodeLen] }
+func (e *entry) channel() string { return e.key[e.nodeLen+1:] }
+
+// answeredAt is the call's answer time (UTC).
+func (e *entry) answeredAt() time.Time { return time.Unix(0, e.answered).UTC() }
+
+// dueIn is the time left until the entry's block falls due at now.
+func (e *entry) dueIn(now time.Time) time.Duration { return time.Duration(e.due - now.UnixNano()) }
+
+// intern returns the one shared copy of s: project ids repeat across
+// thousands of live calls. Copies nobody holds any more are freed (package
+// unique).
+func intern(s string) string { return unique.Make(s).Value() }
+
 type entryHeap []*entry
 
 func (h entryHeap) Len() int           { return len(h) }
-func (h entryHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h entryHeap) Less(i, j int) bool { return h[i].due < h[j].due }
 func (h entryHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].idx = i
-	h[j].idx = j
+	h[i].idx = int32(i)
+	h[j].idx = int32(j)
 }
 func (h *entryHeap) Push(x any) {
 	e := x.(*entry)
-	e.idx = len(*h)
+	e.idx = int32(len(*h))
 	*h = append(*h, e)
 }
 func (h *entryHeap) Pop() any {
@@ -116,7 +143,7 @@ func (s *scheduler) Lookup(key string) (callInfo, bool) {
 	if !ok {
 		return callInfo{}, false
 	}
-	return callInfo{answered: e.answered, tariff: e.tariff, exhausted: e.exhausted.Load()}, true
+	return callInfo{answered: e.answeredAt(), tariff: e.tariff.Value(), exhausted: e.exhausted.Load()}, true
 }
 
 // Len is the number of scheduled calls.
@@ -140,7 +167,7 @@ func (s *scheduler) Remove(key string) {
 		return
 	}
 	if e.idx >= 0 {
-		heap.Remove(&s.h, e.idx)
+		heap.Remove(&s.h, int(e.idx))
 	}
 }
 
@@ -178,8 +205,8 @@ func (s *scheduler) popDue(now time.Time, max int) ([]*entry, time.Duration) {
 	var out []*entry
 	for len(s.h) > 0 && len(out) < max {
 		top := s.h[0]
-		if top.due.After(now) {
-			return out, top.due.Sub(now)
+		if wait := top.dueIn(now); wait > 0 {
+			return out, wait
 		}
 		heap.Pop(&s.h)
 		top.busy = true

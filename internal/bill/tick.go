@@ -33,8 +33,8 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 	// Blocks are debited one by one even when late (restart, adoption,
 	// Redis outage): the next one is due at once, and exhaustion stays
 	// decided at the boundary of the first block the balance cannot cover.
-	blk := e.tariff.Block(e.block)
-	res, err := b.l.Debit(ctx, e.project, e.node, e.channel, blk)
+	blk := e.tariff.Value().Block(int(e.block))
+	res, err := b.l.Debit(ctx, e.project, e.node(), e.channel(), blk)
 	now := b.now()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -48,8 +48,9 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 		}
 		b.redisTrouble(ctx, err)
 		e.attempts++
-		e.due = now.Add(b.backoff(b.o.RetryDelay, e.attempts))
-		b.log.Warn("cannot debit block, will retry", "call", e.key, "project", e.project, "block", e.block, "retry_in", e.due.Sub(now), "err", err)
+		wait := b.backoff(b.o.RetryDelay, int(e.attempts))
+		e.due = now.Add(wait).UnixNano()
+		b.log.Warn("cannot debit block, will retry", "call", e.key, "project", e.project, "block", e.block, "retry_in", wait, "err", err)
 		b.sched.Requeue(e)
 		return
 	}
@@ -67,7 +68,7 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 		b.c.exhausted.Add(1)
 		e.attempts++
 		b.exhausted(ctx, e, res)
-		e.due = now.Add(b.backoff(b.o.HangupRetry, e.attempts))
+		e.due = now.Add(b.backoff(b.o.HangupRetry, int(e.attempts))).UnixNano()
 		b.sched.Requeue(e)
 		return
 	}
@@ -77,16 +78,16 @@ func (b *Biller) tick(ctx context.Context, e *entry) {
 	e.exhausted.Store(false)
 	e.attempts = 0
 	e.block++
-	e.due = e.answered.Add(e.tariff.Block(e.block).Due)
+	e.due = e.answered + int64(e.tariff.Value().Block(int(e.block)).Due)
 	b.sched.Requeue(e)
 }
 
 // exhausted asks the node to hang the call up and raises the alert once.
 func (b *Biller) exhausted(ctx context.Context, e *entry, res ledger.DebitResult) {
-	h := call.Hangup{Schema: call.Schema, Node: e.node, Channel: e.channel, Project: e.project, Reason: alert.Exhausted}
+	h := call.Hangup{Schema: call.Schema, Node: e.node(), Channel: e.channel(), Project: e.project, Reason: alert.Exhausted}
 	data, err := jsonMarshal(h)
 	if err == nil {
-		err = b.nc.Publish(call.ControlSubject(e.node, "hangup"), data)
+		err = b.nc.Publish(call.ControlSubject(e.node(), "hangup"), data)
 	}
 	if err != nil {
 		b.log.Warn("cannot send hangup", "call", e.key, "err", err)
@@ -95,8 +96,8 @@ func (b *Biller) exhausted(ctx context.Context, e *entry, res ledger.DebitResult
 		b.log.Warn("balance exhausted: hanging up call", "project", e.project, "call", e.key, "block", e.block, "balance_seconds", res.Balance)
 		b.alertAsync(ctx, alert.Alert{
 			Schema: alert.Schema, ID: "exhausted/" + e.project + "/" + e.key, Kind: alert.Exhausted,
-			Project: e.project, Node: e.node, At: b.now().UTC(), BalanceSeconds: res.Balance,
-			Detail: fmt.Sprintf("call %s cut: balance cannot cover its next %d s", e.key, e.tariff.Block(e.block).Amount),
+			Project: e.project, Node: e.node(), At: b.now().UTC(), BalanceSeconds: res.Balance,
+			Detail: fmt.Sprintf("call %s cut: balance cannot cover its next %d s", e.key, e.tariff.Value().Block(int(e.block)).Amount),
 		})
 	}
 }

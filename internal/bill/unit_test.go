@@ -19,9 +19,9 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 	s := newScheduler(time.Now)
 	base := time.Now()
 	for i, off := range []int{30, 10, 20, 5} {
-		s.Add(&entry{key: fmt.Sprint("k", i), due: base.Add(time.Duration(off) * time.Millisecond), idx: -1})
+		s.Add(&entry{key: fmt.Sprint("k", i), due: base.Add(time.Duration(off) * time.Millisecond).UnixNano(), idx: -1})
 	}
-	if s.Add(&entry{key: "k1", due: base, idx: -1}) {
+	if s.Add(&entry{key: "k1", due: base.UnixNano(), idx: -1}) {
 		t.Fatal("a second Add of a scheduled call must be refused")
 	}
 	s.Remove("k2") // due at 20ms: never handed out
@@ -32,8 +32,8 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 	var got []string
 	for range 3 {
 		e := <-out
-		if time.Now().Before(e.due) {
-			t.Errorf("%s handed out %v before due", e.key, e.due.Sub(time.Now()))
+		if wait := e.dueIn(time.Now()); wait > 0 {
+			t.Errorf("%s handed out %v before due", e.key, wait)
 		}
 		got = append(got, e.key)
 		s.Done(e)
@@ -45,7 +45,7 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 		t.Fatalf("%d left", s.Len())
 	}
 	// Requeue after Remove while busy is dropped.
-	e := &entry{key: "x", due: time.Now(), idx: -1}
+	e := &entry{key: "x", due: time.Now().UnixNano(), idx: -1}
 	s.Add(e)
 	e = <-out
 	s.Remove("x")
@@ -54,8 +54,8 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 		t.Fatal("a call removed while busy was requeued")
 	}
 	// A new earlier entry wakes the loop sleeping on a later one.
-	s.Add(&entry{key: "late", due: time.Now().Add(time.Hour), idx: -1})
-	s.Add(&entry{key: "soon", due: time.Now().Add(20 * time.Millisecond), idx: -1})
+	s.Add(&entry{key: "late", due: time.Now().Add(time.Hour).UnixNano(), idx: -1})
+	s.Add(&entry{key: "soon", due: time.Now().Add(20 * time.Millisecond).UnixNano(), idx: -1})
 	select {
 	case e := <-out:
 		if e.key != "soon" {
@@ -431,7 +431,7 @@ func TestOrphansPendingSnapshot(t *testing.T) {
 			t.Fatalf("at +%ds: b judged orphan from pending snapshots", s)
 		}
 	}
-	if ns := o.nodes["n1"]; !ns.lastRecv.Equal(at(20)) || !ns.lastListed["a"].Equal(at(20)) {
+	if ns := o.nodes["n1"]; !ns.lastRecv.Equal(at(20)) || ns.lastListed["a"] != at(20).UnixNano() {
 		t.Fatalf("pending snapshots did not prove the node and a alive: %+v", ns)
 	}
 }
