@@ -78,26 +78,94 @@ type TrackerStats struct {
 
 // channel is what the tracker keeps of one live channel: only the fields
 // attribution and the CALLS messages read. With 100,000 calls up this is
-// most of ingest's memory (docs/benchmarks.md), so of the channel variables
-// it keeps only the two it reads, shared strings (accountcode, dialplan
-// location) are interned, and what few channels need is kept apart (rare).
+// most of ingest's memory (docs/benchmarks.md), so it is kept to 128 bytes
+// (TestChannelSize): of the channel variables it keeps only the two it
+// reads, what attribution reads is one interned value (inputs), the
+// project is interned, the mode a byte, and what few channels need is kept
+// apart (rare).
 type channel struct {
-	id, name, base string
-	acct           string
-	context, exten string
-	// attrVar is the attribution variable (Attribution.Variable), linkedID
-	// the channel's CHANNEL(linkedid) when ari.conf lists it.
-	attrVar, linkedID string
-	created           stamp
-	lastSeen          stamp
-	upAt              stamp // zero until Up
-	project, by       string
-	g                 *group
-	rare              *channelRare // nil for most channels
-	upEstimated       bool
-	dialled           bool
+	id, name string
+	// linkedID is the channel's CHANNEL(linkedid) when ari.conf lists it.
+	linkedID string
+	project  string // interned (attribution returns shared strings)
+	in       unique.Handle[inputs]
+	created  stamp
+	lastSeen stamp
+	upAt     stamp // zero until Up
+	g        *group
+	rare     *channelRare // nil for most channels
+	// pair is the other half of a Local channel once both are seen; an
+	// unpaired half waits in Tracker.byBase.
+	pair        *channel
+	by          byMode
+	upEstimated bool
+	dialled     bool
 	// billing state of this channel
 	started, answered, closed bool
+}
+
+// inputs is what attribution reads of a channel besides whether it was
+// dialled: the attribution variable (Attribution.Variable), the
+// accountcode and the dialplan location. The same few values repeat across
+// thousands of live calls, so a channel holds one interned copy (package
+// unique frees those nobody holds): 8 bytes where four strings take 64.
+type inputs struct {
+	attrVar, acct, context, exten string
+}
+
+// inputs returns what attribution reads of c.
+func (c *channel) inputs() inputs {
+	if c.in == (unique.Handle[inputs]{}) {
+		return inputs{}
+	}
+	return c.in.Value()
+}
+
+// setInputs replaces what attribution reads of c (strings are copied: a
+// decoded event's share its websocket frame).
+func (c *channel) setInputs(in inputs) {
+	switch {
+	case in == inputs{}:
+		c.in = unique.Handle[inputs]{}
+	case in != c.inputs():
+		c.in = unique.Make(in)
+	}
+}
+
+// byMode is how a channel's project was found (call.ByVariable, ...) in
+// the one byte a channel keeps of it; byNone for no project.
+type byMode uint8
+
+const (
+	byNone byMode = iota
+	byVariable
+	byAccountcode
+	byRule
+)
+
+func modeOf(by string) byMode {
+	switch by {
+	case call.ByVariable:
+		return byVariable
+	case call.ByAccountcode:
+		return byAccountcode
+	case call.ByRule:
+		return byRule
+	}
+	return byNone
+}
+
+// String is the mode's attributed_by.
+func (m byMode) String() string {
+	switch m {
+	case byVariable:
+		return call.ByVariable
+	case byAccountcode:
+		return call.ByAccountcode
+	case byRule:
+		return call.ByRule
+	}
+	return ""
 }
 
 // channelRare is what only some channels need: a seeded call, a reported
@@ -162,11 +230,13 @@ type group struct {
 // Tracker is a pure state machine: events in, CALLS messages out. It does
 // no I/O and reads no clock; it is not safe for concurrent use.
 type Tracker struct {
-	node     string
-	fixed    bool
-	attr     Attribution
-	chans    map[string]*channel
-	byBase   map[string][]*channel
+	node  string
+	fixed bool
+	attr  Attribution
+	chans map[string]*channel
+	// byBase holds the Local halves whose other half is not (or no
+	// longer) tracked, by localBase: paired halves point at each other.
+	byBase   map[string]*channel
 	byLinked map[string]*channel
 	gone     map[string]struct{} // recently destroyed ids, to ignore stragglers
 	goneRing []string
@@ -205,7 +275,7 @@ const goneMemory = 4096
 func NewTracker(node string, a Attribution) *Tracker {
 	return &Tracker{
 		node: node, fixed: node != "", attr: a, connected: true,
-		chans: map[string]*channel{}, byBase: map[string][]*channel{}, byLinked: map[string]*channel{},
+		chans: map[string]*channel{}, byBase: map[string]*channel{}, byLinked: map[string]*channel{},
 		gone: map[string]struct{}{}, goneRing: make([]string, goneMemory),
 	}
 }
@@ -315,18 +385,21 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	if now.After(c.lastSeen) {
 		c.lastSeen = now
 	}
-	c.acct = keep(c.acct, s.AccountCode, intern)
+	in := c.inputs()
+	in.acct = s.AccountCode
 	if s.Context != "" || s.Exten != "" {
-		c.context, c.exten = keep(c.context, s.Context, intern), keep(c.exten, s.Exten, intern)
+		in.context, in.exten = s.Context, s.Exten
 	}
+	c.setInputs(in)
 	for _, k := range [...]string{t.attr.Variable, LinkedIDVar} {
 		if v, ok := s.Vars[k]; ok && k != "" {
 			t.setVar(c, k, v)
 		}
 	}
 	if s.Name != "" && c.name != s.Name {
+		old := c.name
 		c.name = strings.Clone(s.Name)
-		t.joinLocal(c, at, out)
+		t.joinLocal(c, old, at, out)
 	}
 	if id := c.linkedID; id != "" {
 		if other := t.byLinked[id]; other == nil {
@@ -363,7 +436,9 @@ func (t *Tracker) setVar(c *channel, name, value string) {
 		return
 	}
 	if name == t.attr.Variable {
-		c.attrVar = keep(c.attrVar, value, intern)
+		in := c.inputs()
+		in.attrVar = value
+		c.setInputs(in)
 	}
 	if name == LinkedIDVar {
 		c.linkedID = keep(c.linkedID, value, strings.Clone)
@@ -380,16 +455,6 @@ func keep(old, s string, copy func(string) string) string {
 	return copy(s)
 }
 
-// intern returns the one shared copy of s: accountcodes, project ids,
-// dialplan contexts and extensions repeat across thousands of live calls.
-// Copies nobody holds any more are freed (package unique).
-func intern(s string) string {
-	if s == "" {
-		return ""
-	}
-	return unique.Make(s).Value()
-}
-
 // localBase returns "Local/x@ctx-0000000a" for a Local half, "" otherwise.
 func localBase(name string) string {
 	if !strings.HasPrefix(name, "Local/") || len(name) < 3 {
@@ -401,29 +466,49 @@ func localBase(name string) string {
 	return ""
 }
 
-func (t *Tracker) joinLocal(c *channel, at time.Time, out *[]call.Event) {
+// joinLocal pairs c, just named (formerly old), with the other half of its
+// Local channel if that waits in byBase, else makes it wait there. Only
+// unpaired halves are indexed: a third channel named like a pair whose two
+// halves are still tracked waits for a partner of its own.
+func (t *Tracker) joinLocal(c *channel, old string, at time.Time, out *[]call.Event) {
+	if ob := localBase(old); ob != "" && t.byBase[ob] == c {
+		delete(t.byBase, ob)
+	}
 	b := localBase(c.name)
-	if b == "" || b == c.base {
+	if b == "" || c.pair != nil {
 		return
 	}
-	c.base = b
-	for _, o := range t.byBase[b] {
-		if o != c {
-			if o.dialled || c.dialled {
-				o.dialled, c.dialled = true, true
-			}
-			t.union(o.g, c.g, at, out)
+	o := t.byBase[b]
+	if o == nil || o == c {
+		t.byBase[b] = c
+		return
+	}
+	delete(t.byBase, b)
+	c.pair, o.pair = o, c
+	if o.dialled || c.dialled {
+		o.dialled, c.dialled = true, true
+	}
+	t.union(o.g, c.g, at, out)
+}
+
+// unpair forgets c's Local pairing: its other half, still tracked, waits
+// for a partner again.
+func (t *Tracker) unpair(c *channel) {
+	if b := localBase(c.name); b != "" && t.byBase[b] == c {
+		delete(t.byBase, b)
+	}
+	if o := c.pair; o != nil {
+		o.pair, c.pair = nil, nil
+		if b := localBase(o.name); b != "" && t.byBase[b] == nil {
+			t.byBase[b] = o
 		}
 	}
-	t.byBase[b] = append(t.byBase[b], c)
 }
 
 func (t *Tracker) markDialled(c *channel) {
 	c.dialled = true
-	for _, o := range t.byBase[c.base] {
-		if c.base != "" {
-			o.dialled = true
-		}
+	if c.pair != nil {
+		c.pair.dialled = true
 	}
 }
 
@@ -464,22 +549,27 @@ func (t *Tracker) attribute(c *channel, callerSideHasProject bool) (project, by 
 	if p := c.seedProject(); p != "" {
 		return p, c.rare.seedBy
 	}
+	return t.attributeInputs(c.inputs(), c.dialled, callerSideHasProject)
+}
+
+// attributeInputs is attribute for a channel not seeded.
+func (t *Tracker) attributeInputs(in inputs, dialled, callerSideHasProject bool) (project, by string) {
 	if t.attr.Variable != "" {
-		if v := c.attrVar; v != "" {
-			if !c.dialled || !callerSideHasProject {
+		if v := in.attrVar; v != "" {
+			if !dialled || !callerSideHasProject {
 				return v, call.ByVariable
 			}
 			return "", ""
 		}
 	}
-	if c.dialled {
+	if dialled {
 		return "", ""
 	}
-	if t.attr.UseAccountcode && c.acct != "" {
-		return c.acct, call.ByAccountcode
+	if t.attr.UseAccountcode && in.acct != "" {
+		return in.acct, call.ByAccountcode
 	}
 	for _, r := range t.attr.Rules {
-		if match(r.Context, c.context) && match(r.Exten, c.exten) && (r.Context != "" || r.Exten != "") {
+		if match(r.Context, in.context) && match(r.Exten, in.exten) && (r.Context != "" || r.Exten != "") {
 			return r.Project, call.ByRule
 		}
 	}
@@ -522,9 +612,9 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 				}
 				p, by = "", ""
 			}
-			m.project, m.by = p, by
+			m.project, m.by = p, modeOf(by)
 		}
-		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == call.ByVariable && !callerSide) &&
+		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == byVariable && !callerSide) &&
 			!t.halfAlone(m) {
 			eligible = append(eligible, m)
 		}
@@ -604,7 +694,7 @@ func rank(by string) int {
 // or empty result never moves a started call.
 func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 	p, by := t.attribute(m, callerSide)
-	if p == "" || !call.ValidProject(p) || p == m.project && by == m.by {
+	if p == "" || !call.ValidProject(p) || p == m.project && modeOf(by) == m.by {
 		return
 	}
 	if m.answered {
@@ -617,11 +707,11 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 		}
 		return
 	}
-	if rank(by) > rank(m.by) {
+	if rank(by) > rank(m.by.String()) {
 		return
 	}
 	moved := p != m.project
-	m.project, m.by = p, by
+	m.project, m.by = p, modeOf(by)
 	t.stats.Reattributed++
 	if moved {
 		*out = append(*out, t.msg(m, call.Started))
@@ -638,7 +728,7 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 // previous process's snapshot does not list, is thus left to bill's
 // orphan judgement: ended, estimated, from the node's snapshots.)
 func (t *Tracker) halfAlone(m *channel) bool {
-	return (!t.connected || t.starting) && m.base != "" && !m.started && m.seedProject() == "" && len(t.byBase[m.base]) < 2
+	return (!t.connected || t.starting) && m.pair == nil && localBase(m.name) != "" && !m.started && m.seedProject() == ""
 }
 
 // attributed reports whether m gets a project now.
@@ -720,19 +810,7 @@ func (t *Tracker) forget(c *channel) {
 	t.goneRing[t.goneNext] = c.id
 	t.goneNext = (t.goneNext + 1) % goneMemory
 	t.gone[c.id] = struct{}{}
-	if c.base != "" {
-		l := t.byBase[c.base][:0]
-		for _, o := range t.byBase[c.base] {
-			if o != c {
-				l = append(l, o)
-			}
-		}
-		if len(l) == 0 {
-			delete(t.byBase, c.base)
-		} else {
-			t.byBase[c.base] = l
-		}
-	}
+	t.unpair(c)
 	if id := c.linkedID; id != "" && t.byLinked[id] == c {
 		delete(t.byLinked, id)
 		for _, o := range c.g.members {
@@ -755,7 +833,7 @@ func (t *Tracker) forget(c *channel) {
 func (t *Tracker) msg(c *channel, k call.Kind) call.Event {
 	e := call.Event{
 		Schema: call.Schema, Kind: k, Node: t.node, Channel: c.id, Name: c.name,
-		Project: c.project, AttributedBy: c.by, CreatedAt: c.created.Time(),
+		Project: c.project, AttributedBy: c.by.String(), CreatedAt: c.created.Time(),
 	}
 	if !c.upAt.IsZero() {
 		up := c.upAt.Time()
@@ -789,7 +867,7 @@ func (t *Tracker) ProjectOf(id string) (project, by string) {
 		return "", ""
 	}
 	if b := c.g.billed; b != nil && !b.closed && b.project != "" {
-		return b.project, b.by
+		return b.project, b.by.String()
 	}
 	p, by := t.attribute(c, false)
 	if !call.ValidProject(p) {
@@ -946,8 +1024,8 @@ func (t *Tracker) Seed(s call.Snapshot) {
 func (t *Tracker) applySeed(c *channel, s *ari.Channel, lc call.LiveCall) {
 	sd := c.more()
 	sd.seedProject, sd.seedBy = lc.Project, call.ByVariable
-	probe := channel{attrVar: s.Vars[t.attr.Variable], acct: s.AccountCode, context: s.Context, exten: s.Exten}
-	if p, by := t.attribute(&probe, false); p == lc.Project {
+	probe := inputs{attrVar: s.Vars[t.attr.Variable], acct: s.AccountCode, context: s.Context, exten: s.Exten}
+	if p, by := t.attributeInputs(probe, false, false); p == lc.Project {
 		sd.seedBy = by
 	}
 	if lc.AnsweredAt != nil {
