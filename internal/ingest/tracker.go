@@ -87,12 +87,13 @@ type channel struct {
 	id, name string
 	// linkedID is the channel's CHANNEL(linkedid) when ari.conf lists it.
 	linkedID string
-	project  string // interned (attribution returns shared strings)
+	proj     unique.Handle[string] // the project (see project), 0 for none
 	in       unique.Handle[inputs]
 	created  stamp
 	lastSeen stamp
 	upAt     stamp // zero until Up
 	g        *group
+	next     *channel     // in g
 	rare     *channelRare // nil for most channels
 	// pair is the other half of a Local channel once both are seen; an
 	// unpaired half waits in Tracker.byBase.
@@ -111,6 +112,25 @@ type channel struct {
 // unique frees those nobody holds): 8 bytes where four strings take 64.
 type inputs struct {
 	attrVar, acct, context, exten string
+}
+
+// project is the project c is billed (or would be billed) to, "" for none.
+func (c *channel) project() string {
+	if c.proj == (unique.Handle[string]{}) {
+		return ""
+	}
+	return c.proj.Value()
+}
+
+// setProject sets c's project and how it was found.
+func (c *channel) setProject(p, by string) {
+	c.by = modeOf(by)
+	switch {
+	case p == "":
+		c.proj = unique.Handle[string]{}
+	case p != c.project():
+		c.proj = unique.Make(p)
+	}
 }
 
 // inputs returns what attribution reads of c.
@@ -221,9 +241,13 @@ func (c *channel) seedProject() string {
 	return c.rare.seedProject
 }
 
+// group is one call: the channels known to belong together, a list
+// through channel.next in the order they joined (the first eligible one is
+// billed when none has answered).
 type group struct {
-	members      []*channel
+	head, tail   *channel
 	billed       *channel // current billed channel (may have ended)
+	n            int32    // members
 	unbilledSent bool
 }
 
@@ -361,11 +385,11 @@ func (t *Tracker) observe(s *ari.Channel, at time.Time, out *[]call.Event) *chan
 	}
 	c := t.chans[s.ID]
 	if c == nil {
-		c = &channel{id: strings.Clone(s.ID), created: stampOf(s.CreationTime), g: &group{}}
+		c = &channel{id: strings.Clone(s.ID), created: stampOf(s.CreationTime)}
 		if c.created.IsZero() {
 			c.created = stampOf(at)
 		}
-		c.g.members = []*channel{c}
+		c.g = &group{head: c, tail: c, n: 1}
 		t.chans[c.id] = c // not s.ID: that would keep the whole frame alive
 		if lc, ok := t.seed[s.ID]; ok {
 			t.applySeed(c, s, lc)
@@ -517,13 +541,14 @@ func (t *Tracker) union(a, b *group, at time.Time, out *[]call.Event) {
 	if a == b {
 		return
 	}
-	if len(a.members) < len(b.members) {
+	if a.n < b.n {
 		a, b = b, a
 	}
-	for _, m := range b.members {
+	for m := b.head; m != nil; m = m.next {
 		m.g = a
 	}
-	a.members = append(a.members, b.members...)
+	a.tail.next, a.tail, a.n = b.head, b.tail, a.n+b.n
+	b.head, b.tail, b.n = nil, nil, 0
 	a.unbilledSent = a.unbilledSent || b.unbilledSent
 	switch {
 	case a.billed == nil:
@@ -589,14 +614,14 @@ func match(pattern, s string) bool {
 // superseded by another eligible channel of the call that answered first.
 func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 	callerSide := false
-	for _, m := range g.members {
-		if !m.dialled && (m.project != "" || t.nonDialledProject(m)) {
+	for m := g.head; m != nil; m = m.next {
+		if !m.dialled && (m.project() != "" || t.nonDialledProject(m)) {
 			callerSide = true
 			break
 		}
 	}
 	var eligible []*channel
-	for _, m := range g.members {
+	for m := g.head; m != nil; m = m.next {
 		if m.started && !m.closed {
 			t.reattribute(m, callerSide, out)
 		}
@@ -612,9 +637,9 @@ func (t *Tracker) evaluate(g *group, at time.Time, out *[]call.Event) {
 				}
 				p, by = "", ""
 			}
-			m.project, m.by = p, modeOf(by)
+			m.setProject(p, by)
 		}
-		if m.project != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == byVariable && !callerSide) &&
+		if m.project() != "" && !m.closed && (m.started || m.seedProject() != "" || !m.dialled || m.by == byVariable && !callerSide) &&
 			!t.halfAlone(m) {
 			eligible = append(eligible, m)
 		}
@@ -694,15 +719,15 @@ func rank(by string) int {
 // or empty result never moves a started call.
 func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 	p, by := t.attribute(m, callerSide)
-	if p == "" || !call.ValidProject(p) || p == m.project && modeOf(by) == m.by {
+	if p == "" || !call.ValidProject(p) || p == m.project() && modeOf(by) == m.by {
 		return
 	}
 	if m.answered {
-		if by == call.ByVariable && p != m.project && (m.rare == nil || p != m.rare.lateProject) {
+		if by == call.ByVariable && p != m.project() && (m.rare == nil || p != m.rare.lateProject) {
 			m.more().lateProject = p
 			t.stats.LateProject++
 			if t.OnLateProject != nil {
-				t.OnLateProject(m.id, m.project, p)
+				t.OnLateProject(m.id, m.project(), p)
 			}
 		}
 		return
@@ -710,8 +735,8 @@ func (t *Tracker) reattribute(m *channel, callerSide bool, out *[]call.Event) {
 	if rank(by) > rank(m.by.String()) {
 		return
 	}
-	moved := p != m.project
-	m.project, m.by = p, modeOf(by)
+	moved := p != m.project()
+	m.setProject(p, by)
 	t.stats.Reattributed++
 	if moved {
 		*out = append(*out, t.msg(m, call.Started))
@@ -787,7 +812,7 @@ func (t *Tracker) end(c *channel, at time.Time, h hangup, out *[]call.Event) {
 			t.stats.Estimated++
 		}
 		*out = append(*out, e)
-	case !c.started && !c.closed && c.project == "" && !c.dialled && g.billed == nil && !g.unbilledSent:
+	case !c.started && !c.closed && c.project() == "" && !c.dialled && g.billed == nil && !g.unbilledSent:
 		g.unbilledSent = true
 		t.stats.Unbilled++
 		e := t.msg(c, call.Ended)
@@ -813,27 +838,41 @@ func (t *Tracker) forget(c *channel) {
 	t.unpair(c)
 	if id := c.linkedID; id != "" && t.byLinked[id] == c {
 		delete(t.byLinked, id)
-		for _, o := range c.g.members {
+		for o := c.g.head; o != nil; o = o.next {
 			if o != c && o.linkedID == id {
 				t.byLinked[id] = o
 				break
 			}
 		}
 	}
-	g := c.g
-	ms := g.members[:0]
-	for _, o := range g.members {
-		if o != c {
-			ms = append(ms, o)
+	c.g.remove(c)
+}
+
+// remove takes c out of g.
+func (g *group) remove(c *channel) {
+	var prev *channel
+	for m := g.head; m != nil; prev, m = m, m.next {
+		if m != c {
+			continue
 		}
+		if prev == nil {
+			g.head = m.next
+		} else {
+			prev.next = m.next
+		}
+		if g.tail == m {
+			g.tail = prev
+		}
+		g.n--
+		m.next = nil
+		return
 	}
-	g.members = ms
 }
 
 func (t *Tracker) msg(c *channel, k call.Kind) call.Event {
 	e := call.Event{
 		Schema: call.Schema, Kind: k, Node: t.node, Channel: c.id, Name: c.name,
-		Project: c.project, AttributedBy: c.by.String(), CreatedAt: c.created.Time(),
+		Project: c.project(), AttributedBy: c.by.String(), CreatedAt: c.created.Time(),
 	}
 	if !c.upAt.IsZero() {
 		up := c.upAt.Time()
@@ -866,8 +905,8 @@ func (t *Tracker) ProjectOf(id string) (project, by string) {
 	if c == nil {
 		return "", ""
 	}
-	if b := c.g.billed; b != nil && !b.closed && b.project != "" {
-		return b.project, b.by.String()
+	if b := c.g.billed; b != nil && !b.closed && b.proj != (unique.Handle[string]{}) {
+		return b.project(), b.by.String()
 	}
 	p, by := t.attribute(c, false)
 	if !call.ValidProject(p) {
@@ -990,7 +1029,7 @@ func (t *Tracker) Reconcile(live []ari.Channel, at time.Time) []call.Event {
 	t.sinceConnect = nil
 	t.starting = false
 	for _, g := range groups {
-		if len(g.members) > 0 && g.members[0].g == g {
+		if g.head != nil && g.head.g == g {
 			t.evaluate(g, at, &out)
 		}
 	}
@@ -1106,7 +1145,7 @@ func (t *Tracker) Snapshot(at time.Time) call.Snapshot {
 		if !c.started || c.closed {
 			continue
 		}
-		lc := call.LiveCall{Channel: c.id, Project: c.project}
+		lc := call.LiveCall{Channel: c.id, Project: c.project()}
 		if c.answered {
 			up := c.upAt.Time()
 			lc.AnsweredAt = &up
