@@ -347,10 +347,7 @@ func (b *Biller) answered(ctx context.Context, ev *call.Event) error {
 		return err
 	}
 	if !c.Settled {
-		// c.Project is ev's, which shares the message's memory: the
-		// entry holds it for the call's life.
-		c.Project = strings.Clone(c.Project)
-		b.schedule(c)
+		b.schedule(c) // copies c.Project, which shares ev's message memory
 	}
 	if h := b.o.Hooks.AfterCommit; h != nil {
 		if err := h(ev); err != nil {

@@ -33,7 +33,8 @@ type entry struct {
 }
 
 // newEntry is the scheduler entry of a live call of node whose next block
-// not yet debited is block.
+// not yet debited is block. It keeps copies of the strings (a decoded
+// message's share its memory): the key is built, the project interned.
 func newEntry(project, node, channel string, answered time.Time, t tariff.Tariff, block int) *entry {
 	e := &entry{
 		key: node + "/" + channel, project: intern(project), tariff: unique.Make(t),
