@@ -133,27 +133,43 @@ func TestPublisherSurvivesRestart(t *testing.T) {
 			runPublisher(t, p)
 			const total = 20000
 			ctx := testCtx(t, 45*time.Second)
+			// The producer enqueues a quarter, waits for NATS to go down,
+			// and keeps enqueuing (at about ingest's pace) during the outage:
+			// the outage always has messages to retry, however slow the
+			// machine (a timed outage alone could begin after the last one).
 			var enqueued atomic.Int64
+			down := make(chan struct{})
 			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for i := range total {
+					if i == total/4 {
+						select {
+						case <-down:
+						case <-ctx.Done():
+							return
+						}
+					}
 					subj, id, data := testMsg(i)
 					if err := p.Enqueue(ctx, subj, id, data); err != nil {
 						t.Error(err)
 						return
 					}
 					enqueued.Add(1)
-					if i%100 == 99 { // ~ingest pace: keep enqueuing during the outage
+					if i%100 == 99 {
 						time.Sleep(2 * time.Millisecond)
 					}
 				}
 			}()
 			testutil.Eventually(t, 20*time.Second, func() bool { return p.Stats().Published >= 3000 }, "3000 messages published")
+			n.Stop()
 			before := enqueued.Load()
-			n.Restart(t, time.Second)
+			close(down)
+			testutil.Eventually(t, 20*time.Second, func() bool { return enqueued.Load() >= total/2 }, "half the messages enqueued while NATS is down")
+			time.Sleep(500 * time.Millisecond) // long enough for failed attempts and retries
 			during := enqueued.Load() - before
+			n.Start(t)
 			wg.Wait()
 			if err := p.Flush(ctx); err != nil {
 				t.Fatalf("flush: %v (stats %+v)", err, p.Stats())
