@@ -101,20 +101,6 @@ var channelRequired = map[string]bool{
 	"StasisStart": true, "StasisEnd": true,
 }
 
-// ParseTime parses an ARI time (any UTC offset) into UTC truncated to the
-// millisecond. RFC 3339 is accepted too.
-func ParseTime(s string) (time.Time, error) {
-	t, err := time.Parse("2006-01-02T15:04:05-0700", s) // fraction accepted when parsing
-	if err != nil {
-		t2, err2 := time.Parse(time.RFC3339Nano, s)
-		if err2 != nil {
-			return time.Time{}, fmt.Errorf("time %q is not like %s: %w", s, TimeLayout, err)
-		}
-		t = t2
-	}
-	return t.UTC().Truncate(time.Millisecond), nil
-}
-
 // Decode parses one websocket frame. Errors say why the frame is unusable:
 // malformed JSON, missing type, missing or bad timestamp, a channel event
 // without channel.id, a Dial without peer.id.
