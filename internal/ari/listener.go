@@ -352,7 +352,8 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout)) }
 	extend()
 	conn.SetPongHandler(func(string) error { extend(); return nil })
-	var buf bytes.Buffer // reused: each frame is then copied once, at its size, into its string
+	var buf bytes.Buffer // reused: each frame is then copied once, into its string
+	var frames frameChunks
 	for {
 		typ, r, err := conn.NextReader()
 		if err == nil {
@@ -369,7 +370,7 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 		if typ != websocket.TextMessage {
 			continue
 		}
-		data := buf.String()
+		data := frames.string(buf.Bytes())
 		if isReplaced(data) {
 			l.log.Warn("ARI application replaced: another client opened a websocket with the same app name, so this one receives nothing more; closing and reconnecting (give each listener its own ari.application)",
 				"application", l.opts.ARI.Application)
@@ -377,6 +378,28 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 		}
 		l.push(Message{Kind: Frame, Data: data, At: time.Now()})
 	}
+}
+
+// frameChunk is the size of the chunks frames are copied into.
+const frameChunk = 16 << 10
+
+// frameChunks copies frames into shared chunks of memory, so that taking
+// one costs an allocation only every frameChunk bytes rather than one per
+// frame (ingest's garbage is mostly frames). A chunk is freed once nothing
+// refers to any frame in it: the queue hands frames out in order, and
+// whoever keeps a string of an event for long clones it (see lean.go).
+type frameChunks struct{ b strings.Builder }
+
+// string returns a copy of p. A Builder's String shares its memory, and
+// writes only append after it, so strings handed out stay as they are.
+func (c *frameChunks) string(p []byte) string {
+	if c.b.Cap()-c.b.Len() < len(p) {
+		c.b = strings.Builder{} // the old chunk lives on in the strings handed out
+		c.b.Grow(max(frameChunk, len(p)))
+	}
+	start := c.b.Len()
+	c.b.Write(p)
+	return c.b.String()[start:]
 }
 
 func isReplaced(s string) bool {

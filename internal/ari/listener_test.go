@@ -130,3 +130,35 @@ func TestQueueDepthLogged(t *testing.T) {
 		t.Fatalf("drain not logged or counters wrong (pending %d, peak %d):\n%s", l.Pending(), l.PeakPending(), logs.String())
 	}
 }
+
+// TestFrameChunks: frames copied into shared chunks keep their text
+// whatever is copied after them, big frames included, and cost about one
+// allocation per chunk.
+func TestFrameChunks(t *testing.T) {
+	var c frameChunks
+	var got, want []string
+	for i := range 200 {
+		n := 1 + i*37%1500
+		if i%50 == 7 {
+			n = 3 * frameChunk // bigger than a chunk
+		}
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, n)
+		got = append(got, c.string(p))
+		want = append(want, string(p))
+		p[0] = '!' // the caller reuses its buffer
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("frame %d changed: %.20q…, want %.20q…", i, got[i], want[i])
+		}
+	}
+	frame := bytes.Repeat([]byte("x"), 1000)
+	allocs := testing.AllocsPerRun(100, func() {
+		for range 100 {
+			_ = c.string(frame)
+		}
+	})
+	if max := float64(100*len(frame)/frameChunk + 1); allocs > max {
+		t.Errorf("100 frames of %d bytes took %.0f allocations, want at most %.0f", len(frame), allocs, max)
+	}
+}
