@@ -96,6 +96,10 @@ type Service struct {
 	log *slog.Logger
 	cli *ari.Client
 
+	// dec and enc serve the event loop (Run) alone.
+	dec ari.Decoder
+	enc callEncoder
+
 	mu       sync.Mutex // guards tr, up and produced
 	tr       *Tracker
 	up       bool
@@ -337,7 +341,7 @@ func (s *Service) listLive(ctx context.Context) ([]ari.Channel, bool) {
 
 func (s *Service) frame(ctx context.Context, b string) {
 	s.received.Add(1)
-	ev, err := ari.DecodeString(b)
+	ev, err := s.dec.DecodeString(b) // its channels are valid until the next frame
 	if err != nil {
 		s.decodeErr.Add(1)
 		s.log.Warn("undecodable ARI event sent to the dead-letter subject", "reason", err, "subject", call.DLQSubject("ari"), "bytes", len(b))
@@ -383,9 +387,9 @@ func (s *Service) publish(ctx context.Context, out []call.Event) {
 	defer s.handed.Add(uint64(len(out)))
 	for i := range out {
 		e := &out[i]
-		b, err := json.Marshal(e)
+		subject, id, b, err := s.enc.encode(e)
 		if err == nil {
-			err = s.pub.Enqueue(ctx, e.Subject(), msgID(e), b)
+			err = s.pub.Enqueue(ctx, subject, id, b)
 		}
 		if err != nil {
 			s.pubErr.Add(1)
