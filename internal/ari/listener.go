@@ -75,6 +75,7 @@ type Listener struct {
 
 	mu     sync.Mutex
 	queue  []Message
+	spare  []Message // a batch the consumer released: the next queue's array
 	signal chan struct{}
 	closed bool
 	level  int // index in queueLevels of the depth last logged
@@ -184,6 +185,9 @@ var queueLevels = [...]int{0, 10_000, 100_000, 1_000_000}
 
 func (l *Listener) push(m Message) {
 	l.mu.Lock()
+	if l.queue == nil {
+		l.queue, l.spare = l.spare, nil
+	}
 	l.queue = append(l.queue, m)
 	n := len(l.queue)
 	l.peak = max(l.peak, n)
@@ -234,8 +238,32 @@ func (l *Listener) TryNext() []Message {
 	return l.take()
 }
 
-// take empties the queue (l.mu held), logging when it was deep.
+// maxSpare is the largest batch Release keeps for reuse (a deep backlog's
+// array is let go).
+const maxSpare = 4096
+
+// Release hands back, once, a batch Next or TryNext returned, when the
+// consumer is done with it and keeps nothing of it: the next messages are queued in
+// its array, which saves an allocation per batch (about one per frame when
+// ingest keeps up).
+func (l *Listener) Release(batch []Message) {
+	if cap(batch) > maxSpare {
+		return
+	}
+	clear(batch[:cap(batch)]) // no frame kept alive by the spare
+	l.mu.Lock()
+	if l.spare == nil {
+		l.spare = batch[:0]
+	}
+	l.mu.Unlock()
+}
+
+// take empties the queue (l.mu held), logging when it was deep; nil if
+// it is empty.
 func (l *Listener) take() []Message {
+	if len(l.queue) == 0 {
+		return nil
+	}
 	q := l.queue
 	l.queue = nil
 	if l.level > 0 {

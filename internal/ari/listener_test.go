@@ -162,3 +162,45 @@ func TestFrameChunks(t *testing.T) {
 		t.Errorf("100 frames of %d bytes took %.0f allocations, want at most %.0f", len(frame), allocs, max)
 	}
 }
+
+// TestListenerRelease: a released batch's array takes the next messages,
+// cleared first; an empty queue gives nil; a huge batch is not kept.
+func TestListenerRelease(t *testing.T) {
+	l, err := NewListener(ListenerOptions{ARI: config.ARIConfig{URL: "http://127.0.0.1:1/ari", Application: "r"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		l.push(Message{Kind: Frame, Data: strings.Repeat("a", i+1)})
+	}
+	first := l.TryNext()
+	if len(first) != 3 || l.TryNext() != nil {
+		t.Fatalf("took %d messages, then not nil", len(first))
+	}
+	l.Release(first)
+	if first[:cap(first)][2].Data != "" {
+		t.Fatal("a released batch keeps its frames alive")
+	}
+	l.push(Message{Kind: Frame, Data: "b"})
+	next, err := l.Next(context.Background())
+	if err != nil || len(next) != 1 || next[0].Data != "b" || &next[0] != &first[:1][0] {
+		t.Fatalf("Next = %v, %v: want [b] in the released array", next, err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		l.push(Message{Kind: Frame, Data: "c"})
+		l.Release(l.TryNext())
+	})
+	if allocs != 0 {
+		t.Errorf("push, take and release allocate %.1f times, want 0", allocs)
+	}
+	l.Release(next)
+	for range maxSpare + 1 {
+		l.push(Message{Kind: Frame, Data: "d"})
+	}
+	big := l.TryNext()
+	l.Release(big)
+	l.push(Message{Kind: Frame, Data: "e"})
+	if q := l.TryNext(); cap(q) > maxSpare {
+		t.Fatalf("a batch of %d messages was kept for reuse", cap(big))
+	}
+}

@@ -283,7 +283,9 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 				// Frames that arrived while listing are older than the
 				// list: apply them first, then reconcile.
-				batch = appendMore(batch, l.TryNext())
+				more := l.TryNext()
+				batch = appendMore(batch, more)
+				l.Release(more) // copied into batch
 				j := i + 1
 				for ; j < len(batch) && batch[j].Kind == ari.Frame; j++ {
 					s.frame(ctx, batch[j].Data)
@@ -304,6 +306,7 @@ func (s *Service) Run(ctx context.Context) error {
 				i = j - 1
 			}
 		}
+		l.Release(batch)
 	}
 }
 
