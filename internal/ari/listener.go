@@ -377,9 +377,19 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 		_ = conn.Close()
 		wg.Wait()
 	}()
-	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout)) }
-	extend()
-	conn.SetPongHandler(func(string) error { extend(); return nil })
+	// extend moves the read deadline to ReadTimeout after now. Setting it
+	// is a trip into the runtime's timers: it is moved by deadlineSlack or
+	// more, not at every frame, so the connection is declared dead between
+	// ReadTimeout and ReadTimeout+deadlineSlack after the last frame or pong.
+	var deadline time.Time
+	extend := func(now time.Time) {
+		if now.Add(l.opts.ReadTimeout).After(deadline) {
+			deadline = now.Add(l.opts.ReadTimeout + deadlineSlack)
+			_ = conn.SetReadDeadline(deadline)
+		}
+	}
+	extend(time.Now())
+	conn.SetPongHandler(func(string) error { extend(time.Now()); return nil })
 	var buf bytes.Buffer // reused: each frame is then copied once, into its string
 	var frames frameChunks
 	for {
@@ -394,7 +404,8 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 			}
 			return err.Error()
 		}
-		extend()
+		now := time.Now()
+		extend(now)
 		if typ != websocket.TextMessage {
 			continue
 		}
@@ -404,9 +415,12 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 				"application", l.opts.ARI.Application)
 			return "application replaced by another client"
 		}
-		l.push(Message{Kind: Frame, Data: data, At: time.Now()})
+		l.push(Message{Kind: Frame, Data: data, At: now})
 	}
 }
+
+// deadlineSlack is how far past ReadTimeout a read deadline may fall.
+const deadlineSlack = 10 * time.Millisecond
 
 // frameChunk is the size of the chunks frames are copied into.
 const frameChunk = 16 << 10

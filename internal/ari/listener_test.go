@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/minuted/minuted/internal/config"
 	"github.com/minuted/minuted/internal/sim"
@@ -202,5 +206,57 @@ func TestListenerRelease(t *testing.T) {
 	l.push(Message{Kind: Frame, Data: "e"})
 	if q := l.TryNext(); cap(q) > maxSpare {
 		t.Fatalf("a batch of %d messages was kept for reuse", cap(big))
+	}
+}
+
+// TestListenerReadTimeout: frames keep the connection up however long it
+// lives; silence for ReadTimeout drops it, never earlier.
+func TestListenerReadTimeout(t *testing.T) {
+	const readTimeout = 150 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		for range 20 { // 400 ms of frames, then silence
+			if conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"X"}`)) != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(10 * readTimeout)
+	}))
+	defer srv.Close()
+	l, err := NewListener(ListenerOptions{ARI: config.ARIConfig{URL: srv.URL, Application: "t", ReconnectMin: time.Hour},
+		PingInterval: time.Hour, ReadTimeout: readTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { _ = l.Run(ctx) }()
+	var frames int
+	var last time.Time
+	for {
+		ms, err := l.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			switch m.Kind {
+			case Frame:
+				frames++
+				last = m.At
+			case Disconnected:
+				if frames != 20 || !strings.Contains(m.Reason, "timeout") {
+					t.Fatalf("dropped after %d of 20 frames: %s", frames, m.Reason)
+				}
+				if quiet := m.At.Sub(last); quiet < readTimeout || quiet > readTimeout+time.Second {
+					t.Fatalf("dropped %v after the last frame, want %v (and a little more)", quiet, readTimeout)
+				}
+				return
+			}
+		}
 	}
 }
