@@ -101,20 +101,6 @@ var channelRequired = map[string]bool{
 	"StasisStart": true, "StasisEnd": true,
 }
 
-// ParseTime parses an ARI time (any UTC offset) into UTC truncated to the
-// millisecond. RFC 3339 is accepted too.
-func ParseTime(s string) (time.Time, error) {
-	t, err := time.Parse("2006-01-02T15:04:05-0700", s) // fraction accepted when parsing
-	if err != nil {
-		t2, err2 := time.Parse(time.RFC3339Nano, s)
-		if err2 != nil {
-			return time.Time{}, fmt.Errorf("time %q is not like %s: %w", s, TimeLayout, err)
-		}
-		t = t2
-	}
-	return t.UTC().Truncate(time.Millisecond), nil
-}
-
 // Decode parses one websocket frame. Errors say why the frame is unusable:
 // malformed JSON, missing type, missing or bad timestamp, a channel event
 // without channel.id, a Dial without peer.id.
@@ -122,27 +108,42 @@ func Decode(b []byte) (Event, error) { return DecodeString(string(b)) }
 
 // DecodeString is Decode of a frame held as a string (as the Listener hands
 // frames over): the event's strings are substrings of s, with no copy.
-func DecodeString(s string) (Event, error) {
+func DecodeString(s string) (Event, error) { return decodeString(s, nil) }
+
+// Decoder is DecodeString for a consumer done with each event before it
+// decodes the next (ingest's event loop): the channels of the events it
+// returns live in the Decoder, which saves an allocation per channel, and
+// are overwritten by its next DecodeString. Not for concurrent use.
+type Decoder struct{ chans [3]Channel }
+
+// DecodeString is the package's DecodeString, with the event's channel,
+// caller and peer valid only until the next call.
+func (d *Decoder) DecodeString(s string) (Event, error) { return decodeString(s, &d.chans) }
+
+// decodeString decodes s; store, if not nil, holds the event's channel,
+// caller and peer (else each is allocated).
+func decodeString(s string, store *[3]Channel) (Event, error) {
 	var le leanEvent
 	if scanEvent(s, &le) {
-		return convert(&le.w, le.channel(0), le.channel(1), le.channel(2))
+		return convert(&le.w, [3]*wireChannel{le.channel(0), le.channel(1), le.channel(2)}, store)
 	}
-	return decodeJSON([]byte(s))
+	return decodeJSON([]byte(s), store)
 }
 
 // decodeJSON is Decode with encoding/json alone (the reference the lean
 // scanner is checked against).
-func decodeJSON(b []byte) (Event, error) {
+func decodeJSON(b []byte, store *[3]Channel) (Event, error) {
 	var w wireEvent
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Event{}, fmt.Errorf("malformed ARI event JSON: %w", err)
 	}
-	return convert(&w, w.Channel, w.Caller, w.Peer)
+	return convert(&w, [3]*wireChannel{w.Channel, w.Caller, w.Peer}, store)
 }
 
 // convert checks and converts w, whose channel, caller and peer are given
-// apart (w's own are not read: see leanEvent).
-func convert(w *wireEvent, channel, caller, peer *wireChannel) (Event, error) {
+// apart in chans (w's own are not read: see leanEvent); store is as for
+// decodeString.
+func convert(w *wireEvent, chans [3]*wireChannel, store *[3]Channel) (Event, error) {
 	if w.Type == "" {
 		return Event{}, errors.New("ARI event has no type")
 	}
@@ -159,17 +160,23 @@ func convert(w *wireEvent, channel, caller, peer *wireChannel) (Event, error) {
 		return ev, fmt.Errorf("ARI event %s has a bad timestamp: %w", w.Type, err)
 	}
 	ev.Timestamp = ts
-	if ev.Channel, err = convChannel(channel, "channel"); err != nil {
+	dst := func(i int) *Channel {
+		if store == nil {
+			return nil
+		}
+		return &store[i]
+	}
+	if ev.Channel, err = convChannel(chans[0], "channel", dst(0)); err != nil {
 		return ev, fmt.Errorf("ARI event %s: %w", w.Type, err)
 	}
 	if channelRequired[w.Type] && ev.Channel == nil {
 		return ev, fmt.Errorf("ARI event %s has no channel", w.Type)
 	}
 	if w.Type == Dial {
-		if ev.Caller, err = convChannel(caller, "caller"); err != nil {
+		if ev.Caller, err = convChannel(chans[1], "caller", dst(1)); err != nil {
 			return ev, fmt.Errorf("ARI event Dial: %w", err)
 		}
-		if ev.Peer, err = convChannel(peer, "peer"); err != nil {
+		if ev.Peer, err = convChannel(chans[2], "peer", dst(2)); err != nil {
 			return ev, fmt.Errorf("ARI event Dial: %w", err)
 		}
 		if ev.Peer == nil {
@@ -179,14 +186,16 @@ func convert(w *wireEvent, channel, caller, peer *wireChannel) (Event, error) {
 	return ev, nil
 }
 
-func convChannel(w *wireChannel, field string) (*Channel, error) {
+// convChannel converts w into *dst (a new Channel if dst is nil) and
+// returns it; nil for no channel.
+func convChannel(w *wireChannel, field string, dst *Channel) (*Channel, error) {
 	if w == nil {
 		return nil, nil
 	}
 	if w.ID == "" {
 		return nil, fmt.Errorf("%s has no id", field)
 	}
-	c := &Channel{
+	c := Channel{
 		ID: w.ID, Name: w.Name, State: w.State, AccountCode: w.AccountCode,
 		Context: w.Dialplan.Context, Exten: w.Dialplan.Exten, Vars: w.ChannelVars,
 		AppName: w.Dialplan.AppName, AppData: w.Dialplan.AppData,
@@ -198,7 +207,11 @@ func convChannel(w *wireChannel, field string) (*Channel, error) {
 		}
 		c.CreationTime = t
 	}
-	return c, nil
+	if dst == nil {
+		dst = new(Channel)
+	}
+	*dst = c
+	return dst, nil
 }
 
 // OutgoingLine is the app_data Asterisk shows on a channel created by an
@@ -220,13 +233,11 @@ func DecodeChannels(b []byte) ([]Channel, error) {
 	if err := json.Unmarshal(b, &ws); err != nil {
 		return nil, fmt.Errorf("malformed channel list JSON: %w", err)
 	}
-	out := make([]Channel, 0, len(ws))
+	out := make([]Channel, len(ws))
 	for i := range ws {
-		c, err := convChannel(&ws[i], "channel")
-		if err != nil {
+		if _, err := convChannel(&ws[i], "channel", &out[i]); err != nil {
 			return nil, fmt.Errorf("channel list entry %d: %w", i, err)
 		}
-		out = append(out, *c)
 	}
 	return out, nil
 }

@@ -233,16 +233,53 @@ func FuzzDecodeLeanMatchesJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	var dec Decoder // reused across inputs, as ingest does
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, gerr := Decode(b)
-		want, werr := decodeJSON(b)
+		want, werr := decodeJSON(b, nil)
 		if (gerr == nil) != (werr == nil) || gerr != nil && gerr.Error() != werr.Error() {
 			t.Fatalf("Decode error %v, encoding/json %v", gerr, werr)
 		}
 		if gerr == nil && !eventEqual(got, want) {
 			t.Fatalf("Decode %+v\nencoding/json %+v", got, want)
 		}
+		dgot, derr := dec.DecodeString(string(b))
+		if (derr == nil) != (gerr == nil) || derr != nil && derr.Error() != gerr.Error() {
+			t.Fatalf("Decoder error %v, Decode %v", derr, gerr)
+		}
+		if derr == nil && !eventEqual(dgot, got) {
+			t.Fatalf("Decoder %+v\nDecode %+v", dgot, got)
+		}
 	})
+}
+
+// TestDecoderReuse: a Decoder used for every trace line in turn gives
+// each event as DecodeString does, with fewer allocations.
+func TestDecoderReuse(t *testing.T) {
+	var dec Decoder
+	lines := traceLines(t)
+	for i, l := range lines {
+		got, err := dec.DecodeString(string(l))
+		want, werr := DecodeString(string(l))
+		if err != nil || werr != nil || !eventEqual(got, want) {
+			t.Fatalf("line %d: Decoder %+v, %v\nDecodeString %+v, %v", i, got, err, want, werr)
+		}
+	}
+	var dial string // one with a caller and a peer
+	for _, l := range lines {
+		if ev, err := DecodeString(string(l)); err == nil && ev.Caller != nil && ev.Peer != nil {
+			dial = string(l)
+			break
+		}
+	}
+	if dial == "" {
+		t.Fatal("no event with a caller and a peer in the traces")
+	}
+	fresh := testing.AllocsPerRun(50, func() { _, _ = DecodeString(dial) })
+	reused := testing.AllocsPerRun(50, func() { _, _ = dec.DecodeString(dial) })
+	if reused > fresh-2 {
+		t.Errorf("a Dial decoded with a Decoder takes %.0f allocations, DecodeString %.0f: want 2 fewer (caller, peer)", reused, fresh)
+	}
 }
 
 // TestLeanPathTaken: every recorded event goes through the lean scanner

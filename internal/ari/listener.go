@@ -75,6 +75,7 @@ type Listener struct {
 
 	mu     sync.Mutex
 	queue  []Message
+	spare  []Message // a batch the consumer released: the next queue's array
 	signal chan struct{}
 	closed bool
 	level  int // index in queueLevels of the depth last logged
@@ -184,6 +185,9 @@ var queueLevels = [...]int{0, 10_000, 100_000, 1_000_000}
 
 func (l *Listener) push(m Message) {
 	l.mu.Lock()
+	if l.queue == nil {
+		l.queue, l.spare = l.spare, nil
+	}
 	l.queue = append(l.queue, m)
 	n := len(l.queue)
 	l.peak = max(l.peak, n)
@@ -234,8 +238,32 @@ func (l *Listener) TryNext() []Message {
 	return l.take()
 }
 
-// take empties the queue (l.mu held), logging when it was deep.
+// maxSpare is the largest batch Release keeps for reuse (a deep backlog's
+// array is let go).
+const maxSpare = 4096
+
+// Release hands back, once, a batch Next or TryNext returned, when the
+// consumer is done with it and keeps nothing of it: the next messages are queued in
+// its array, which saves an allocation per batch (about one per frame when
+// ingest keeps up).
+func (l *Listener) Release(batch []Message) {
+	if cap(batch) > maxSpare {
+		return
+	}
+	clear(batch[:cap(batch)]) // no frame kept alive by the spare
+	l.mu.Lock()
+	if l.spare == nil {
+		l.spare = batch[:0]
+	}
+	l.mu.Unlock()
+}
+
+// take empties the queue (l.mu held), logging when it was deep; nil if
+// it is empty.
 func (l *Listener) take() []Message {
+	if len(l.queue) == 0 {
+		return nil
+	}
 	q := l.queue
 	l.queue = nil
 	if l.level > 0 {
@@ -349,10 +377,21 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 		_ = conn.Close()
 		wg.Wait()
 	}()
-	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout)) }
-	extend()
-	conn.SetPongHandler(func(string) error { extend(); return nil })
-	var buf bytes.Buffer // reused: each frame is then copied once, at its size, into its string
+	// extend moves the read deadline to ReadTimeout after now. Setting it
+	// is a trip into the runtime's timers: it is moved by deadlineSlack or
+	// more, not at every frame, so the connection is declared dead between
+	// ReadTimeout and ReadTimeout+deadlineSlack after the last frame or pong.
+	var deadline time.Time
+	extend := func(now time.Time) {
+		if now.Add(l.opts.ReadTimeout).After(deadline) {
+			deadline = now.Add(l.opts.ReadTimeout + deadlineSlack)
+			_ = conn.SetReadDeadline(deadline)
+		}
+	}
+	extend(time.Now())
+	conn.SetPongHandler(func(string) error { extend(time.Now()); return nil })
+	var buf bytes.Buffer // reused: each frame is then copied once, into its string
+	var frames frameChunks
 	for {
 		typ, r, err := conn.NextReader()
 		if err == nil {
@@ -365,18 +404,44 @@ func (l *Listener) read(ctx context.Context, conn *websocket.Conn) string {
 			}
 			return err.Error()
 		}
-		extend()
+		now := time.Now()
+		extend(now)
 		if typ != websocket.TextMessage {
 			continue
 		}
-		data := buf.String()
+		data := frames.string(buf.Bytes())
 		if isReplaced(data) {
 			l.log.Warn("ARI application replaced: another client opened a websocket with the same app name, so this one receives nothing more; closing and reconnecting (give each listener its own ari.application)",
 				"application", l.opts.ARI.Application)
 			return "application replaced by another client"
 		}
-		l.push(Message{Kind: Frame, Data: data, At: time.Now()})
+		l.push(Message{Kind: Frame, Data: data, At: now})
 	}
+}
+
+// deadlineSlack is how far past ReadTimeout a read deadline may fall.
+const deadlineSlack = 10 * time.Millisecond
+
+// frameChunk is the size of the chunks frames are copied into.
+const frameChunk = 16 << 10
+
+// frameChunks copies frames into shared chunks of memory, so that taking
+// one costs an allocation only every frameChunk bytes rather than one per
+// frame (ingest's garbage is mostly frames). A chunk is freed once nothing
+// refers to any frame in it: the queue hands frames out in order, and
+// whoever keeps a string of an event for long clones it (see lean.go).
+type frameChunks struct{ b strings.Builder }
+
+// string returns a copy of p. A Builder's String shares its memory, and
+// writes only append after it, so strings handed out stay as they are.
+func (c *frameChunks) string(p []byte) string {
+	if c.b.Cap()-c.b.Len() < len(p) {
+		c.b = strings.Builder{} // the old chunk lives on in the strings handed out
+		c.b.Grow(max(frameChunk, len(p)))
+	}
+	start := c.b.Len()
+	c.b.Write(p)
+	return c.b.String()[start:]
 }
 
 func isReplaced(s string) bool {

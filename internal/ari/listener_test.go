@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/minuted/minuted/internal/config"
 	"github.com/minuted/minuted/internal/sim"
@@ -128,5 +132,131 @@ func TestQueueDepthLogged(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "ARI frame queue drained") || l.Pending() != 0 || l.PeakPending() != 10_500 {
 		t.Fatalf("drain not logged or counters wrong (pending %d, peak %d):\n%s", l.Pending(), l.PeakPending(), logs.String())
+	}
+}
+
+// TestFrameChunks: frames copied into shared chunks keep their text
+// whatever is copied after them, big frames included, and cost about one
+// allocation per chunk.
+func TestFrameChunks(t *testing.T) {
+	var c frameChunks
+	var got, want []string
+	for i := range 200 {
+		n := 1 + i*37%1500
+		if i%50 == 7 {
+			n = 3 * frameChunk // bigger than a chunk
+		}
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, n)
+		got = append(got, c.string(p))
+		want = append(want, string(p))
+		p[0] = '!' // the caller reuses its buffer
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("frame %d changed: %.20q…, want %.20q…", i, got[i], want[i])
+		}
+	}
+	frame := bytes.Repeat([]byte("x"), 1000)
+	allocs := testing.AllocsPerRun(100, func() {
+		for range 100 {
+			_ = c.string(frame)
+		}
+	})
+	if max := float64(100*len(frame)/frameChunk + 1); allocs > max {
+		t.Errorf("100 frames of %d bytes took %.0f allocations, want at most %.0f", len(frame), allocs, max)
+	}
+}
+
+// TestListenerRelease: a released batch's array takes the next messages,
+// cleared first; an empty queue gives nil; a huge batch is not kept.
+func TestListenerRelease(t *testing.T) {
+	l, err := NewListener(ListenerOptions{ARI: config.ARIConfig{URL: "http://127.0.0.1:1/ari", Application: "r"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		l.push(Message{Kind: Frame, Data: strings.Repeat("a", i+1)})
+	}
+	first := l.TryNext()
+	if len(first) != 3 || l.TryNext() != nil {
+		t.Fatalf("took %d messages, then not nil", len(first))
+	}
+	l.Release(first)
+	if first[:cap(first)][2].Data != "" {
+		t.Fatal("a released batch keeps its frames alive")
+	}
+	l.push(Message{Kind: Frame, Data: "b"})
+	next, err := l.Next(context.Background())
+	if err != nil || len(next) != 1 || next[0].Data != "b" || &next[0] != &first[:1][0] {
+		t.Fatalf("Next = %v, %v: want [b] in the released array", next, err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		l.push(Message{Kind: Frame, Data: "c"})
+		l.Release(l.TryNext())
+	})
+	if allocs != 0 {
+		t.Errorf("push, take and release allocate %.1f times, want 0", allocs)
+	}
+	l.Release(next)
+	for range maxSpare + 1 {
+		l.push(Message{Kind: Frame, Data: "d"})
+	}
+	big := l.TryNext()
+	l.Release(big)
+	l.push(Message{Kind: Frame, Data: "e"})
+	if q := l.TryNext(); cap(q) > maxSpare {
+		t.Fatalf("a batch of %d messages was kept for reuse", cap(big))
+	}
+}
+
+// TestListenerReadTimeout: frames keep the connection up however long it
+// lives; silence for ReadTimeout drops it, never earlier.
+func TestListenerReadTimeout(t *testing.T) {
+	const readTimeout = 150 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		for range 20 { // 400 ms of frames, then silence
+			if conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"X"}`)) != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(10 * readTimeout)
+	}))
+	defer srv.Close()
+	l, err := NewListener(ListenerOptions{ARI: config.ARIConfig{URL: srv.URL, Application: "t", ReconnectMin: time.Hour},
+		PingInterval: time.Hour, ReadTimeout: readTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { _ = l.Run(ctx) }()
+	var frames int
+	var last time.Time
+	for {
+		ms, err := l.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			switch m.Kind {
+			case Frame:
+				frames++
+				last = m.At
+			case Disconnected:
+				if frames != 20 || !strings.Contains(m.Reason, "timeout") {
+					t.Fatalf("dropped after %d of 20 frames: %s", frames, m.Reason)
+				}
+				if quiet := m.At.Sub(last); quiet < readTimeout || quiet > readTimeout+time.Second {
+					t.Fatalf("dropped %v after the last frame, want %v (and a little more)", quiet, readTimeout)
+				}
+				return
+			}
+		}
 	}
 }

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -45,8 +44,8 @@ func BenchmarkDecodeHandle(b *testing.B) {
 // BenchmarkIngestCall: what ingest does for one whole answered call (the
 // recorded trace with fresh ids, 29 frames): take each frame off the
 // websocket reader's buffer as the listener does, decode it, track it, and
-// encode each CALLS message it causes with its Nats-Msg-Id (Service.frame
-// and publish, without NATS).
+// encode each CALLS message it causes with its subject and Nats-Msg-Id
+// (Service.frame and publish, without NATS).
 func BenchmarkIngestCall(b *testing.B) {
 	c := answeredTemplate(b)
 	const calls = 4096
@@ -55,20 +54,21 @@ func BenchmarkIngestCall(b *testing.B) {
 		frames[k] = render(append(c.head[:len(c.head):len(c.head)], c.tail...), k)
 	}
 	tr := NewTracker("", defaultAttr)
+	var dec ari.Decoder
+	var enc callEncoder
 	msgs := 0
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		for _, f := range frames[i%calls] {
-			ev, err := ari.DecodeString(string(f)) // the listener's copy of its read buffer
+			ev, err := dec.DecodeString(string(f)) // the listener's copy of its read buffer
 			if err != nil {
 				b.Fatal(err)
 			}
 			for _, e := range tr.Handle(ev) {
-				if _, err := json.Marshal(&e); err != nil {
+				if _, _, _, err := enc.encode(&e); err != nil {
 					b.Fatal(err)
 				}
-				_ = msgID(&e)
 				msgs++
 			}
 		}

@@ -96,6 +96,10 @@ type Service struct {
 	log *slog.Logger
 	cli *ari.Client
 
+	// dec and enc serve the event loop (Run) alone.
+	dec ari.Decoder
+	enc callEncoder
+
 	mu       sync.Mutex // guards tr, up and produced
 	tr       *Tracker
 	up       bool
@@ -279,7 +283,9 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 				// Frames that arrived while listing are older than the
 				// list: apply them first, then reconcile.
-				batch = appendMore(batch, l.TryNext())
+				more := l.TryNext()
+				batch = appendMore(batch, more)
+				l.Release(more) // copied into batch
 				j := i + 1
 				for ; j < len(batch) && batch[j].Kind == ari.Frame; j++ {
 					s.frame(ctx, batch[j].Data)
@@ -300,6 +306,7 @@ func (s *Service) Run(ctx context.Context) error {
 				i = j - 1
 			}
 		}
+		l.Release(batch)
 	}
 }
 
@@ -337,7 +344,7 @@ func (s *Service) listLive(ctx context.Context) ([]ari.Channel, bool) {
 
 func (s *Service) frame(ctx context.Context, b string) {
 	s.received.Add(1)
-	ev, err := ari.DecodeString(b)
+	ev, err := s.dec.DecodeString(b) // its channels are valid until the next frame
 	if err != nil {
 		s.decodeErr.Add(1)
 		s.log.Warn("undecodable ARI event sent to the dead-letter subject", "reason", err, "subject", call.DLQSubject("ari"), "bytes", len(b))
@@ -383,9 +390,9 @@ func (s *Service) publish(ctx context.Context, out []call.Event) {
 	defer s.handed.Add(uint64(len(out)))
 	for i := range out {
 		e := &out[i]
-		b, err := json.Marshal(e)
+		subject, id, b, err := s.enc.encode(e)
 		if err == nil {
-			err = s.pub.Enqueue(ctx, e.Subject(), msgID(e), b)
+			err = s.pub.Enqueue(ctx, subject, id, b)
 		}
 		if err != nil {
 			s.pubErr.Add(1)

@@ -359,6 +359,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 		failSince time.Time
 		timer     = time.NewTimer(time.Hour)
 		batch     []pubItem
+		// Built once: each With… call allocates, per message otherwise.
+		pubOpts = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0), jetstream.WithStallWait(p.o.AckTimeout)}
 	)
 	defer timer.Stop()
 
@@ -400,7 +402,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 				sentHigh = n + 1
 			}
 			m := &nats.Msg{Subject: it.subject, Data: it.data, Header: nats.Header{jetstream.MsgIDHeader: []string{it.id}}}
-			fut, err := p.js.PublishMsgAsync(m, jetstream.WithRetryAttempts(0), jetstream.WithStallWait(p.o.AckTimeout))
+			fut, err := p.js.PublishMsgAsync(m, pubOpts...)
 			if err != nil {
 				if ferr := fail(fmt.Errorf("publish %s: %w", it.subject, err)); ferr != nil {
 					return ferr
