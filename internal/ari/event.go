@@ -108,26 +108,38 @@ func Decode(b []byte) (Event, error) { return DecodeString(string(b)) }
 
 // DecodeString is Decode of a frame held as a string (as the Listener hands
 // frames over): the event's strings are substrings of s, with no copy.
-func DecodeString(s string) (Event, error) { return decodeString(s, nil) }
+func DecodeString(s string) (Event, error) {
+	var le leanEvent
+	if scanEvent(s, &le) {
+		return convert(&le.w, [3]*wireChannel{le.channel(0), le.channel(1), le.channel(2)}, nil)
+	}
+	return decodeJSON([]byte(s), nil)
+}
 
 // Decoder is DecodeString for a consumer done with each event before it
 // decodes the next (ingest's event loop): the channels of the events it
-// returns live in the Decoder, which saves an allocation per channel, and
-// are overwritten by its next DecodeString. Not for concurrent use.
-type Decoder struct{ chans [3]Channel }
+// returns, and their Vars maps, live in the Decoder, which saves three
+// allocations per channel, and are overwritten by its next DecodeString.
+// Not for concurrent use.
+type Decoder struct {
+	chans [3]Channel
+	vars  [3]map[string]string
+}
 
 // DecodeString is the package's DecodeString, with the event's channel,
-// caller and peer valid only until the next call.
-func (d *Decoder) DecodeString(s string) (Event, error) { return decodeString(s, &d.chans) }
-
-// decodeString decodes s; store, if not nil, holds the event's channel,
-// caller and peer (else each is allocated).
-func decodeString(s string, store *[3]Channel) (Event, error) {
+// caller and peer (Vars included) valid only until the next call.
+func (d *Decoder) DecodeString(s string) (Event, error) {
 	var le leanEvent
-	if scanEvent(s, &le) {
-		return convert(&le.w, [3]*wireChannel{le.channel(0), le.channel(1), le.channel(2)}, store)
+	le.spare = d.vars
+	if !scanEvent(s, &le) {
+		return decodeJSON([]byte(s), &d.chans)
 	}
-	return decodeJSON([]byte(s), store)
+	for i := range le.chans {
+		if v := le.chans[i].ChannelVars; v != nil {
+			d.vars[i] = v
+		}
+	}
+	return convert(&le.w, [3]*wireChannel{le.channel(0), le.channel(1), le.channel(2)}, &d.chans)
 }
 
 // decodeJSON is Decode with encoding/json alone (the reference the lean

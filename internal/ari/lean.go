@@ -21,6 +21,9 @@ type leanEvent struct {
 	w     wireEvent
 	chans [3]wireChannel
 	has   [3]bool
+	// spare holds a map per channel to read channelvars into, cleared
+	// (a Decoder's from its previous event): nil means make one.
+	spare [3]map[string]string
 }
 
 // channel returns the i-th channel (channel, caller, peer), nil if absent.
@@ -44,11 +47,11 @@ func scanEvent(s string, ev *leanEvent) bool {
 		case "cause":
 			sc.Int(&w.Cause)
 		case "channel":
-			ev.has[0] = scanChannel(&sc, &ev.chans[0], ev.has[0])
+			ev.has[0] = scanChannel(&sc, &ev.chans[0], ev.has[0], ev.spare[0])
 		case "caller":
-			ev.has[1] = scanChannel(&sc, &ev.chans[1], ev.has[1])
+			ev.has[1] = scanChannel(&sc, &ev.chans[1], ev.has[1], ev.spare[1])
 		case "peer":
-			ev.has[2] = scanChannel(&sc, &ev.chans[2], ev.has[2])
+			ev.has[2] = scanChannel(&sc, &ev.chans[2], ev.has[2], ev.spare[2])
 		default:
 			sc.Field(key, strs[:], "cause", "channel", "caller", "peer")
 		}
@@ -58,8 +61,8 @@ func scanEvent(s string, ev *leanEvent) bool {
 
 // scanChannel reads a channel object into c, false for null; a repeated
 // key merges into the channel read before (as encoding/json does with a
-// non-nil pointer).
-func scanChannel(sc *leanjson.Scanner, c *wireChannel, merge bool) bool {
+// non-nil pointer). spare, if not nil, is the map channelvars go into.
+func scanChannel(sc *leanjson.Scanner, c *wireChannel, merge bool, spare map[string]string) bool {
 	if sc.Null() {
 		return false
 	}
@@ -77,7 +80,7 @@ func scanChannel(sc *leanjson.Scanner, c *wireChannel, merge bool) bool {
 				sc.Object(func(key string) { sc.Field(key, dp[:]) })
 			}
 		case "channelvars":
-			scanVars(sc, c)
+			scanVars(sc, c, spare)
 		default:
 			sc.Field(key, strs[:], "dialplan", "channelvars")
 		}
@@ -86,13 +89,19 @@ func scanChannel(sc *leanjson.Scanner, c *wireChannel, merge bool) bool {
 }
 
 // scanVars reads channelvars into c.ChannelVars: null clears them, an
-// object adds to them (as encoding/json does with a map).
-func scanVars(sc *leanjson.Scanner, c *wireChannel) {
+// object adds to them (as encoding/json does with a map), made from spare
+// (emptied) when there is one.
+func scanVars(sc *leanjson.Scanner, c *wireChannel, spare map[string]string) {
 	if sc.Null() {
 		c.ChannelVars = nil
 		return
 	}
-	if c.ChannelVars == nil {
+	switch {
+	case c.ChannelVars != nil:
+	case spare != nil:
+		clear(spare)
+		c.ChannelVars = spare
+	default:
 		c.ChannelVars = make(map[string]string, 4)
 	}
 	sc.Object(func(key string) {
