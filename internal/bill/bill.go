@@ -26,7 +26,6 @@ import (
 	"github.com/minuted/minuted/internal/call"
 	"github.com/minuted/minuted/internal/config"
 	"github.com/minuted/minuted/internal/ledger"
-	"github.com/minuted/minuted/internal/tariff"
 )
 
 // Ledger is what bill needs of the Redis ledger (*ledger.Ledger).
@@ -35,7 +34,7 @@ type Ledger interface {
 	Get(ctx context.Context, id string) (ledger.Project, error)
 	List(ctx context.Context) ([]ledger.Project, error)
 	Open(ctx context.Context, o ledger.Open) (ledger.Call, error)
-	Debit(ctx context.Context, project, node, channel string, b tariff.Block) (ledger.DebitResult, error)
+	DebitMany(ctx context.Context, reqs []ledger.DebitReq) ([]ledger.DebitResult, []error)
 	Settle(ctx context.Context, s ledger.Settlement) (ledger.SettleResult, error)
 	Live(ctx context.Context, project string) ([]ledger.Call, error)
 	LiveKeys(ctx context.Context, project string) ([]string, error)
@@ -67,7 +66,7 @@ type Options struct {
 	Hooks    Hooks
 
 	Shards       int           // message workers (calls are hashed to one; default 16)
-	DebitWorkers int           // concurrent block debits (default 16)
+	DebitWorkers int           // concurrent batches of block debits (default 16)
 	OrphanMargin time.Duration // grace for calls answered just before a snapshot (default 2s)
 	OrphanCheck  time.Duration // how often live calls are judged (default OrphanAfter/4)
 	AlertEvery   time.Duration // rate limit of unbilled / dead-letter alerts (default 1m)

@@ -84,7 +84,7 @@ func (b *Biller) Run(ctx context.Context) error {
 		b.log.Info("bill started", "consumer", b.o.Consumer, "live_calls", n)
 	}
 
-	due := make(chan *entry, b.o.DebitWorkers)
+	due := make(chan []*entry, b.o.DebitWorkers)
 	var wg sync.WaitGroup
 	wg.Go(func() { b.sched.Run(ctx, due) })
 	for range b.o.DebitWorkers {

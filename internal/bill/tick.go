@@ -11,30 +11,42 @@ import (
 	"github.com/minuted/minuted/internal/ledger"
 )
 
-// debitWorker debits the blocks the scheduler hands out.
-func (b *Biller) debitWorker(ctx context.Context, in <-chan *entry) {
+// debitWorker debits the blocks the scheduler hands out, a batch at a time.
+func (b *Biller) debitWorker(ctx context.Context, in <-chan []*entry) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case e := <-in:
-			b.tick(ctx, e)
+		case es := <-in:
+			b.tick(ctx, es)
 		}
 	}
 }
 
-// tick debits the due block of one live call and schedules the next. A
-// block already debited (by this or another instance) just moves on; a
-// settled call leaves the scheduler; a block the balance cannot cover under
+// tick debits the due block of each live call of es in one round trip to
+// Redis and schedules each call's next block.
+//
+// Blocks are debited one by one even when late (restart, adoption, Redis
+// outage): the next one is due at once, and exhaustion stays decided at
+// the boundary of the first block the balance cannot cover.
+func (b *Biller) tick(ctx context.Context, es []*entry) {
+	reqs := make([]ledger.DebitReq, len(es))
+	for i, e := range es {
+		reqs[i] = ledger.DebitReq{Project: e.project, Node: e.node(), Channel: e.channel(), Block: e.tariff.Value().Block(int(e.block))}
+	}
+	res, errs := b.l.DebitMany(ctx, reqs)
+	for i, e := range es {
+		b.debited(ctx, e, res[i], errs[i])
+	}
+}
+
+// debited acts on the outcome of debiting e's due block. A block already
+// debited (by this or another instance) just moves on; a settled call
+// leaves the scheduler; a block the balance cannot cover under
 // on_exhausted: hangup is not debited, the node is told to hang up, and the
 // block is tried again (and the hangup repeated) with backoff until the
 // call ends or a top-up covers it.
-func (b *Biller) tick(ctx context.Context, e *entry) {
-	// Blocks are debited one by one even when late (restart, adoption,
-	// Redis outage): the next one is due at once, and exhaustion stays
-	// decided at the boundary of the first block the balance cannot cover.
-	blk := e.tariff.Value().Block(int(e.block))
-	res, err := b.l.Debit(ctx, e.project, e.node(), e.channel(), blk)
+func (b *Biller) debited(ctx context.Context, e *entry, res ledger.DebitResult, err error) {
 	now := b.now()
 	if err != nil {
 		if ctx.Err() != nil {

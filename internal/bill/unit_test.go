@@ -27,16 +27,17 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 	s.Remove("k2") // due at 20ms: never handed out
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	out := make(chan *entry)
+	out := make(chan []*entry)
 	go s.Run(ctx, out)
 	var got []string
-	for range 3 {
-		e := <-out
-		if wait := e.dueIn(time.Now()); wait > 0 {
-			t.Errorf("%s handed out %v before due", e.key, wait)
+	for len(got) < 3 {
+		for _, e := range <-out {
+			if wait := e.dueIn(time.Now()); wait > 0 {
+				t.Errorf("%s handed out %v before due", e.key, wait)
+			}
+			got = append(got, e.key)
+			s.Done(e)
 		}
-		got = append(got, e.key)
-		s.Done(e)
 	}
 	if fmt.Sprint(got) != "[k3 k1 k0]" {
 		t.Fatalf("order %v, want [k3 k1 k0]", got)
@@ -47,7 +48,7 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 	// Requeue after Remove while busy is dropped.
 	e := &entry{key: "x", due: time.Now().UnixNano(), idx: -1}
 	s.Add(e)
-	e = <-out
+	e = (<-out)[0]
 	s.Remove("x")
 	s.Requeue(e)
 	if s.Len() != 0 || len(s.h) != 0 {
@@ -57,12 +58,56 @@ func TestSchedulerOrderAndCancel(t *testing.T) {
 	s.Add(&entry{key: "late", due: time.Now().Add(time.Hour).UnixNano(), idx: -1})
 	s.Add(&entry{key: "soon", due: time.Now().Add(20 * time.Millisecond).UnixNano(), idx: -1})
 	select {
-	case e := <-out:
-		if e.key != "soon" {
-			t.Fatalf("got %s", e.key)
+	case es := <-out:
+		if len(es) != 1 || es[0].key != "soon" {
+			t.Fatalf("got %d entries, the first %s", len(es), es[0].key)
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("scheduler did not wake for an earlier entry")
+	}
+}
+
+// TestSchedulerBatches: blocks falling due close together are handed out
+// together (one Redis round trip per batch), never more than tickBatch at
+// once, each exactly once and none before it is due.
+func TestSchedulerBatches(t *testing.T) {
+	s := newScheduler(time.Now)
+	const n = 200
+	base := time.Now().Add(20 * time.Millisecond)
+	for i := range n {
+		s.Add(&entry{key: fmt.Sprint("k", i), due: base.Add(time.Duration(i) * 10 * time.Microsecond).UnixNano(), idx: -1})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := make(chan []*entry)
+	go s.Run(ctx, out)
+	seen := map[string]bool{}
+	batches := 0
+	for len(seen) < n {
+		select {
+		case es := <-out:
+			batches++
+			if len(es) > tickBatch {
+				t.Fatalf("a batch of %d, want at most %d", len(es), tickBatch)
+			}
+			for _, e := range es {
+				if wait := e.dueIn(time.Now()); wait > 0 {
+					t.Errorf("%s handed out %v before due", e.key, wait)
+				}
+				if seen[e.key] {
+					t.Fatalf("%s handed out twice", e.key)
+				}
+				seen[e.key] = true
+				s.Done(e)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d of %d handed out", len(seen), n)
+		}
+	}
+	// 200 blocks due within 2 ms: 4 full batches, and a few more if the
+	// scheduler woke while they were still falling due.
+	if batches > n/tickBatch+4 {
+		t.Errorf("%d blocks due within 2 ms came in %d batches", n, batches)
 	}
 }
 

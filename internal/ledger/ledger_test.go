@@ -299,6 +299,65 @@ func TestDebit(t *testing.T) {
 	}
 }
 
+// TestDebitMany: a batch debits each call as Debit would, and one bad or
+// unknown call fails alone; a batch after Redis lost its scripts (restart,
+// failover) still goes through.
+func TestDebitMany(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.project(t, "p", settings(Allow, 0), 1000)
+	f.project(t, "q", settings(Hangup, 0), 100)
+	for _, ch := range []string{"a", "b"} {
+		f.open(t, "p", ch)
+	}
+	f.open(t, "q", "c")
+	blk := tariff.Default.Block
+	reqs := []DebitReq{
+		{Project: "p", Node: "n1", Channel: "a", Block: blk(0)},
+		{Project: "p", Node: "n1", Channel: "never", Block: blk(0)},
+		{Project: "p", Node: "n1", Channel: "b", Block: blk(0)},
+		{Project: "p", Node: "n1", Channel: "a", Block: blk(0)},                  // the same block again: a replay
+		{Project: "q", Node: "n1", Channel: "c", Block: blk(0)},                  // 60 of 100
+		{Project: "q", Node: "n1", Channel: "c", Block: blk(1)},                  // 60 more than 40: exhausted
+		{Project: "p", Node: "n1", Channel: "b", Block: tariff.Block{Index: -1}}, // invalid
+		{Project: "ghost", Node: "n1", Channel: "a", Block: blk(0)},
+	}
+	if err := f.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, errs := f.l.DebitMany(ctx, reqs)
+	type outcome struct {
+		applied, exhausted bool
+		balance, debited   int64
+		err                error
+	}
+	want := []outcome{
+		{true, false, 940, 60, nil},
+		{err: ErrNotFound},
+		{true, false, 880, 60, nil},
+		{false, false, 880, 60, nil},
+		{true, false, 40, 60, nil},
+		{true, true, 40, 60, nil},
+		{err: ErrInvalid},
+		{err: ErrNotFound},
+	}
+	for i, w := range want {
+		r, err := res[i], errs[i]
+		if w.err != nil {
+			if !errors.Is(err, w.err) {
+				t.Errorf("request %d (%+v): error %v, want %v", i, reqs[i], err, w.err)
+			}
+			continue
+		}
+		if err != nil || r.Applied != w.applied || r.Exhausted != w.exhausted || r.Balance != w.balance || r.Debited != w.debited {
+			t.Errorf("request %d (%+v): %+v, %v; want %+v", i, reqs[i], r, err, w)
+		}
+	}
+	if b := f.balance(t, "p"); b != 880 {
+		t.Fatalf("balance of p %d, want 880", b)
+	}
+}
+
 func TestSettle(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
