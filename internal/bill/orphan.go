@@ -195,6 +195,10 @@ func (ns *nodeState) assemble(s *call.Snapshot, at, recv time.Time) *assembly {
 		}
 		a = &assembly{head: *s, started: recv, have: make([]bool, s.Parts)}
 		a.head.Calls = nil // the calls are kept once, in a.calls
+		// Sized for every part at once (parts but the last are full): at
+		// 100k live calls, growing it part by part was a fifth of bill's
+		// garbage per snapshot.
+		a.calls = make([]call.LiveCall, 0, s.Parts*len(s.Calls))
 		ns.asm = a
 	}
 	if a.have[s.Part-1] {

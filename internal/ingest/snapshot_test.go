@@ -19,7 +19,9 @@ import (
 	"github.com/minuted/minuted/internal/testutil"
 )
 
-// snapshots collects the node's snapshot messages (every part).
+// snapshots collects the node's snapshot messages (every part), each
+// checked to be exactly json.Marshal's bytes of what it holds (ingest
+// encodes them into a reused buffer).
 type snapshots struct {
 	mu    sync.Mutex
 	parts []call.Snapshot
@@ -30,7 +32,14 @@ func (s *snapshots) subscribe(t *testing.T, nc *nats.Conn, node string) {
 	for _, subj := range []string{call.SnapshotSubject(node), call.SnapshotPartsOf(node)} {
 		if _, err := nc.Subscribe(subj, func(m *nats.Msg) {
 			var p call.Snapshot
-			if json.Unmarshal(m.Data, &p) == nil && m.Subject == call.SnapshotPartSubject(node, p.Part) {
+			if err := json.Unmarshal(m.Data, &p); err != nil {
+				t.Errorf("snapshot on %s: %v: %q", m.Subject, err, m.Data)
+				return
+			}
+			if b, _ := json.Marshal(p); string(b) != string(m.Data) {
+				t.Errorf("snapshot on %s is not json.Marshal's bytes:\n%.300q\nwant\n%.300q", m.Subject, m.Data, b)
+			}
+			if m.Subject == call.SnapshotPartSubject(node, p.Part) {
 				s.mu.Lock()
 				s.parts = append(s.parts, p)
 				s.mu.Unlock()
