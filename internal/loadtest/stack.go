@@ -188,31 +188,9 @@ func Start(ctx context.Context, o StackOptions) (s *Stack, err error) {
 }
 
 func (s *Stack) startNATS(ctx context.Context, bin string) error {
-	if bin == "" {
-		bin = "/usr/sbin/nats-server"
-		if _, err := os.Stat(bin); err != nil {
-			bin = "nats-server"
-		}
-	}
-	port, err := FreePort()
+	err := s.onFreePort(ctx, "nats-server", func(port int) error { return s.startNATSOn(ctx, bin, port) })
 	if err != nil {
 		return err
-	}
-	store := filepath.Join(s.dir, "nats")
-	if s.NATS, err = s.spawn("nats-server", bin, nil, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", store); err != nil {
-		return err
-	}
-	s.NATSURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		s.NC, err = nats.Connect(s.NATSURL, nats.MaxReconnects(-1))
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || !s.NATS.Alive() || ctx.Err() != nil {
-			return fmt.Errorf("nats-server on %s not ready: %w (log: %s)", s.NATSURL, err, s.tail("nats-server"))
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	if s.JS, err = jetstream.New(s.NC); err != nil {
 		return fmt.Errorf("JetStream on %s: %w", s.NATSURL, err)
@@ -220,34 +198,115 @@ func (s *Stack) startNATS(ctx context.Context, bin string) error {
 	return nil
 }
 
-func (s *Stack) startRedis(ctx context.Context, fsync string) error {
-	port, err := FreePort()
-	if err != nil {
+// startNATSOn starts nats-server on port and connects to it, checking by
+// its name that the server answering there is this one.
+func (s *Stack) startNATSOn(ctx context.Context, bin string, port int) (err error) {
+	if bin == "" {
+		bin = "/usr/sbin/nats-server"
+		if _, err := os.Stat(bin); err != nil {
+			bin = "nats-server"
+		}
+	}
+	name := fmt.Sprintf("minuted-load-%d-%d", os.Getpid(), port)
+	if s.NATS, err = s.spawn("nats-server", bin, nil, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", filepath.Join(s.dir, "nats"), "-n", name); err != nil {
 		return err
 	}
+	s.NATSURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	return s.ready(ctx, s.NATS, 15*time.Second, func() error {
+		nc, err := nats.Connect(s.NATSURL, nats.MaxReconnects(-1))
+		if err != nil {
+			return err
+		}
+		if got := nc.ConnectedServerName(); got != name {
+			nc.Close()
+			return fmt.Errorf("%w: %s answers as %q, not %q", errNotOurs, s.NATSURL, got, name)
+		}
+		s.NC = nc
+		return nil
+	})
+}
+
+func (s *Stack) startRedis(ctx context.Context, fsync string) error {
 	dir := filepath.Join(s.dir, "redis")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("make %s: %w", dir, err)
 	}
-	s.RedisAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	if s.Redis, err = s.spawn("redis-server", "redis-server", nil, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--dir", dir, "--appendonly", "yes", "--appendfsync", fsync, "--save", ""); err != nil {
+	err := s.onFreePort(ctx, "redis-server", func(port int) (err error) {
+		s.RedisAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		if s.Redis, err = s.spawn("redis-server", "redis-server", nil, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--dir", dir, "--appendonly", "yes", "--appendfsync", fsync, "--save", ""); err != nil {
+			return err
+		}
+		s.RDB = redis.NewClient(&redis.Options{Addr: s.RedisAddr, PoolSize: 32})
+		err = s.ready(ctx, s.Redis, 10*time.Second, func() error {
+			info, err := s.RDB.Info(ctx, "server").Result()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", s.Redis.Pid)) {
+				return fmt.Errorf("%w: %s is another redis-server than process %d", errNotOurs, s.RedisAddr, s.Redis.Pid)
+			}
+			return nil
+		})
+		if err != nil {
+			s.RDB.Close()
+		}
 		return err
-	}
-	s.RDB = redis.NewClient(&redis.Options{Addr: s.RedisAddr, PoolSize: 32})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := s.RDB.Ping(ctx).Err()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || !s.Redis.Alive() {
-			return fmt.Errorf("redis-server on %s not ready: %w (log: %s)", s.RedisAddr, err, s.tail("redis-server"))
-		}
-		time.Sleep(20 * time.Millisecond)
+	})
+	if err != nil {
+		return err
 	}
 	s.Ledger = ledger.New(s.RDB, ledger.Options{})
 	return nil
+}
+
+// errNotOurs: what answers on the port is another test's or program's
+// server (it took the port between FreePort and the spawn).
+var errNotOurs = errors.New("the port was taken by another server")
+
+// onFreePort runs start with a free port, and again with another (at most
+// three times in all) when the port turned out to be taken: the process
+// exited (it could not bind) or another server answers there.
+func (s *Stack) onFreePort(ctx context.Context, name string, start func(port int) error) error {
+	var err error
+	for range 3 {
+		var port int
+		if port, err = FreePort(); err != nil {
+			return err
+		}
+		if err = start(port); err == nil || !errors.Is(err, errPortTaken) && !errors.Is(err, errNotOurs) {
+			return err
+		}
+		s.log.Warn("port taken by another process; trying another", "server", name, "port", port, "err", err)
+	}
+	return err
+}
+
+// errPortTaken: the server exited while starting (on a free port, the
+// likely cause is that something else bound it first).
+var errPortTaken = errors.New("exited while starting")
+
+// ready polls check until it succeeds, p exits or d passes. A p that
+// exited (or was found not to be the one answering) is stopped and
+// reported with its log.
+func (s *Stack) ready(ctx context.Context, p *Proc, d time.Duration, check func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errNotOurs):
+		case !p.Alive():
+			err = fmt.Errorf("%s %w: %v", p.Name, errPortTaken, err)
+		case time.Now().After(deadline) || ctx.Err() != nil:
+		default:
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		_ = p.stop(2 * time.Second)
+		return fmt.Errorf("%s not ready: %w (log: %s)", p.Name, err, s.tail(p.Name))
+	}
 }
 
 // spawn starts a process whose output goes to <dir>/<name>.log.
