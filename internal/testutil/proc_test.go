@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -40,4 +41,17 @@ func TestProc(t *testing.T) {
 	c := StartProc(t, "env", "/bin/sh", []string{"-c", `echo "leak=[$MINUTED_LEAK]"; exec sleep 60`}, nil)
 	c.WaitLog(t, "leak=[]", 10*time.Second)
 	c.Kill() // sleep dies of SIGTERM, which Stop would report as unclean
+}
+
+// TestRedisOnATakenPort: a redis-server started on a port another one
+// holds (taken between FreePort and the bind by a parallel test) is not
+// taken for ready: the answering server is someone else's.
+func TestRedisOnATakenPort(t *testing.T) {
+	other := StartRedis(t)
+	r := &Redis{Port: other.Port, Dir: t.TempDir()}
+	err := r.start()
+	r.Stop()
+	if !errors.Is(err, errNotOurs) {
+		t.Fatalf("start on the port of another redis-server: %v, want %v", err, errNotOurs)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,11 +124,32 @@ type Redis struct {
 func StartRedis(tb testing.TB, extra ...string) *Redis {
 	tb.Helper()
 	needRedis(tb)
-	r := &Redis{Port: FreePort(tb), Dir: tb.TempDir(), Args: extra}
-	r.Start(tb)
+	r := &Redis{Dir: tb.TempDir(), Args: extra}
+	r.startFree(tb)
 	tb.Cleanup(r.Stop)
 	return r
 }
+
+// startFree starts the server on a free port, and on another when the
+// port was taken between FreePort and the server's bind (by another
+// test's server: tests run in parallel), at most three times.
+func (r *Redis) startFree(tb testing.TB) {
+	tb.Helper()
+	for i := 0; ; i++ {
+		r.Port = FreePort(tb)
+		err := r.start()
+		if err == nil {
+			return
+		}
+		r.Stop()
+		if !errors.Is(err, errNotOurs) || i == 2 {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// errNotOurs: another process's server answers on the port.
+var errNotOurs = errors.New("another server answers on the port")
 
 // StartRedisTLS starts redis-server listening with TLS only (--port 0,
 // --tls-port on a free port) with a certificate of ca for 127.0.0.1;
@@ -161,7 +183,7 @@ func StartRedisTLS(tb testing.TB, ca *CA, extra ...string) *Redis {
 func StartSentinel(tb testing.TB, master *Redis, name string, confLines ...string) *Redis {
 	tb.Helper()
 	needRedis(tb)
-	r := &Redis{Port: FreePort(tb), Dir: tb.TempDir()}
+	r := &Redis{Dir: tb.TempDir()}
 	conf := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", name, master.Port)
 	for _, l := range confLines {
 		conf += l + "\n"
@@ -170,7 +192,7 @@ func StartSentinel(tb testing.TB, master *Redis, name string, confLines ...strin
 	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatalf("sentinel config: %v", err)
 	}
-	r.Start(tb)
+	r.startFree(tb)
 	tb.Cleanup(r.Stop)
 	return r
 }
@@ -190,6 +212,14 @@ func needRedis(tb testing.TB) {
 // Start (re)starts the server on its port and dir.
 func (r *Redis) Start(tb testing.TB) {
 	tb.Helper()
+	if err := r.start(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// start starts the server and waits until it answers; errNotOurs if
+// another process's server answers on its port.
+func (r *Redis) start() error {
 	args := []string{
 		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--dir", r.Dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
@@ -202,18 +232,26 @@ func (r *Redis) Start(tb testing.TB) {
 	args = append(args, r.Args...)
 	r.cmd = exec.Command("redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
-		tb.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLS, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		// Any reply, NOAUTH included, means the server is up.
+		// Any reply, NOAUTH included, means the server is up; one that
+		// tells its process id must be this one.
 		var rerr redis.Error
-		if err := c.Ping(context.Background()).Err(); err == nil || errors.As(err, &rerr) {
-			return
-		} else if time.Now().After(deadline) {
-			tb.Fatalf("redis-server on %s not ready: %v", r.Addr(), err)
+		info, err := c.Info(context.Background(), "server").Result()
+		switch {
+		case err == nil:
+			if !strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", r.cmd.Process.Pid)) {
+				return fmt.Errorf("redis-server on %s: %w", r.Addr(), errNotOurs)
+			}
+			return nil
+		case errors.As(err, &rerr):
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("redis-server on %s not ready: %w", r.Addr(), err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
