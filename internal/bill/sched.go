@@ -221,10 +221,11 @@ func (s *scheduler) popDue(now time.Time, max int) ([]*entry, time.Duration) {
 
 // Blocks falling due close together are debited together: the scheduler
 // hands them out in batches of up to tickBatch (one Redis round trip each,
-// ledger.DebitMany) and, between blocks due within tickQuantum of each
-// other, does not sleep, so that they make one batch; a block is thus
-// debited at most about tickQuantum after it fell due (a hangup is billed
-// from the ledger's own time, whatever the lateness).
+// ledger.DebitMany), and after handing some out it waits at least
+// tickQuantum, so that the blocks falling due meanwhile make the next
+// batch. A block is thus debited at most about tickQuantum after it fell
+// due, never before (a hangup is billed from the ledger's own time,
+// whatever the lateness).
 const (
 	tickBatch   = 64
 	tickQuantum = 5 * time.Millisecond
