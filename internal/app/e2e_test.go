@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -258,6 +259,14 @@ func TestTracesEndToEnd(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// Every exact settlement's hangup → settled lag is in the histogram.
+	settled, estimated := metricValue(t, m, "minuted_bill_settled_total"), metricValue(t, m, "minuted_bill_estimated_total")
+	if n := metricValue(t, m, "minuted_bill_settle_lag_seconds_count"); n != settled-estimated || n == 0 {
+		t.Errorf("minuted_bill_settle_lag_seconds_count %v, want settled %v - estimated %v", n, settled, estimated)
+	}
+	if inf := metricValue(t, m, `minuted_bill_settle_lag_seconds_bucket{le="+Inf"}`); inf != settled-estimated {
+		t.Errorf(`settle lag le="+Inf" bucket %v, want %v`, inf, settled-estimated)
+	}
 	// Every metric the Grafana dashboard plots exists.
 	dash, err := os.ReadFile("../../deploy/grafana/minuted.json")
 	if err != nil {
@@ -421,4 +430,21 @@ func TestGracefulRestart(t *testing.T) {
 		}
 	}
 	st.checkLedger(t, "gr", 1000, billed)
+}
+
+// metricValue is the value of the sample named (with its labels) name in
+// the Prometheus text exposition m.
+func metricValue(t *testing.T, m, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics lacks %s", name)
+	return 0
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/minuted/minuted/internal/bill"
 )
 
 // registerMetrics exposes the roles' counters under minuted_*. The roles
@@ -47,7 +49,7 @@ func registerMetrics(a *App) {
 		counter("bill_dead_lettered_total", "Messages sent to the dead-letter subject.", func() float64 { return float64(s().DeadLettered) })
 		counter("bill_errors_total", "Processing errors (message left for redelivery).", func() float64 { return float64(s().Errors) })
 		gauge("bill_live_calls", "Live calls scheduled in this instance.", func() float64 { return float64(s().Scheduled) })
-		reg.MustRegister(consumerLag{a: a})
+		reg.MustRegister(consumerLag{a: a}, settleLag{s: s})
 	}
 	if a.led != nil {
 		reg.MustRegister(balances{a: a})
@@ -85,6 +87,23 @@ func (b balances) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(balanceDesc, prometheus.GaugeValue, float64(p.BalanceSeconds), p.ID)
 		ch <- prometheus.MustNewConstMetric(liveDesc, prometheus.GaugeValue, float64(p.LiveCalls), p.ID)
 	}
+}
+
+var settleLagDesc = prometheus.NewDesc("minuted_bill_settle_lag_seconds",
+	"Time from a call's hangup (Asterisk's clock) to its settlement committed in Redis (bill's clock), exact settlements applied by this instance.", nil, nil)
+
+// settleLag exposes bill's hangup → settlement histogram.
+type settleLag struct{ s func() bill.Stats }
+
+func (l settleLag) Describe(ch chan<- *prometheus.Desc) { ch <- settleLagDesc }
+
+func (l settleLag) Collect(ch chan<- prometheus.Metric) {
+	h := l.s().SettleLag
+	buckets := make(map[float64]uint64, len(h.Buckets))
+	for i, n := range h.Buckets {
+		buckets[bill.LagBuckets[i]] = n
+	}
+	ch <- prometheus.MustNewConstHistogram(settleLagDesc, h.Count, h.SumSeconds, buckets)
 }
 
 // consumerLag reads the bill consumer's state at scrape time.

@@ -91,12 +91,14 @@ type Stats struct {
 	Redeliveries int64
 	Errors       int64 // processing errors (NAKed)
 	Scheduled    int   // live calls in this instance's scheduler
+	SettleLag    Lag   // hangup → settlement committed, of exact settlements applied
 }
 
 type counters struct {
 	processed, started, answered, ended, unbilled      atomic.Int64
 	debits, refunds, settled, estimated, exhausted     atomic.Int64
 	deadLettered, redeliveries, errors, unbilledUnsent atomic.Int64
+	settleLag                                          lagHistogram
 }
 
 // Biller is one bill instance.
@@ -192,6 +194,7 @@ func (b *Biller) Stats() Stats {
 		Refunds: b.c.refunds.Load(), Settled: b.c.settled.Load(), Estimated: b.c.estimated.Load(),
 		Exhausted: b.c.exhausted.Load(), DeadLettered: b.c.deadLettered.Load(),
 		Redeliveries: b.c.redeliveries.Load(), Errors: b.c.errors.Load(), Scheduled: b.sched.Len(),
+		SettleLag: b.c.settleLag.snapshot(),
 	}
 }
 

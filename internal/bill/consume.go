@@ -432,6 +432,10 @@ func (b *Biller) settle(ctx context.Context, cdr *call.CDR) error {
 	}
 	if res.Applied {
 		b.c.settled.Add(1)
+		if !cdr.Estimated {
+			// An estimated end is a guess made long after the call.
+			b.c.settleLag.observe(b.now().Sub(cdr.EndedAt))
+		}
 		switch {
 		case res.Delta < 0:
 			b.c.refunds.Add(1)
