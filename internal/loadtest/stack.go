@@ -188,7 +188,7 @@ func Start(ctx context.Context, o StackOptions) (s *Stack, err error) {
 }
 
 func (s *Stack) startNATS(ctx context.Context, bin string) error {
-	err := s.onFreePort(ctx, "nats-server", func(port int) error { return s.startNATSOn(ctx, bin, port) })
+	err := s.onFreePort("nats-server", func(port int) error { return s.startNATSOn(ctx, bin, port) })
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (s *Stack) startRedis(ctx context.Context, fsync string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("make %s: %w", dir, err)
 	}
-	err := s.onFreePort(ctx, "redis-server", func(port int) (err error) {
+	err := s.onFreePort("redis-server", func(port int) (err error) {
 		s.RedisAddr = fmt.Sprintf("127.0.0.1:%d", port)
 		if s.Redis, err = s.spawn("redis-server", "redis-server", nil, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--dir", dir, "--appendonly", "yes", "--appendfsync", fsync, "--save", ""); err != nil {
@@ -267,7 +267,7 @@ var errNotOurs = errors.New("the port was taken by another server")
 // onFreePort runs start with a free port, and again with another (at most
 // three times in all) when the port turned out to be taken: the process
 // exited (it could not bind) or another server answers there.
-func (s *Stack) onFreePort(ctx context.Context, name string, start func(port int) error) error {
+func (s *Stack) onFreePort(name string, start func(port int) error) error {
 	var err error
 	for range 3 {
 		var port int

@@ -18,7 +18,7 @@ func TestPortTakenByAnotherServer(t *testing.T) {
 	other := testutil.StartNATS(t)
 	s := &Stack{dir: t.TempDir(), log: slog.New(slog.DiscardHandler)}
 	calls := 0
-	err := s.onFreePort(context.Background(), "nats-server", func(port int) error {
+	err := s.onFreePort("nats-server", func(port int) error {
 		calls++
 		if calls == 1 {
 			port = other.Port // as if another test had bound it first
