@@ -23,10 +23,28 @@ const maxSubjects = 4096
 // when all of its messages are), and subjects, few and repeated, are built
 // once. Not for concurrent use.
 type callEncoder struct {
-	buf      bytes.Buffer
-	enc      *json.Encoder
+	json     reusedJSON
 	chunk    []byte
 	subjects map[subjectKey]string
+}
+
+// reusedJSON encodes values as json.Marshal does into one reused buffer.
+// Not for concurrent use.
+type reusedJSON struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// marshal returns json.Marshal's bytes of v, valid until the next call.
+func (r *reusedJSON) marshal(v any) ([]byte, error) {
+	if r.enc == nil {
+		r.enc = json.NewEncoder(&r.buf) // escapes HTML as json.Marshal does
+	}
+	r.buf.Reset()
+	if err := r.enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(r.buf.Bytes(), []byte("\n")), nil // Encode's newline, not v's
 }
 
 type subjectKey struct {
@@ -36,15 +54,13 @@ type subjectKey struct {
 
 // encode returns e's subject, Nats-Msg-Id and body (json.Marshal's bytes).
 func (c *callEncoder) encode(e *call.Event) (subject, id string, data []byte, err error) {
-	if c.enc == nil {
-		c.enc = json.NewEncoder(&c.buf) // escapes HTML as json.Marshal does
+	if c.subjects == nil {
 		c.subjects = make(map[subjectKey]string)
 	}
-	c.buf.Reset()
-	if err := c.enc.Encode(e); err != nil {
+	body, err := c.json.marshal(e)
+	if err != nil {
 		return "", "", nil, fmt.Errorf("encode %s event of %s: %w", e.Kind, e.Channel, err)
 	}
-	body := bytes.TrimSuffix(c.buf.Bytes(), []byte("\n")) // Encode's, not the event's
 	return c.subject(e), msgID(e), c.keep(body), nil
 }
 

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,8 +110,7 @@ type Service struct {
 	gen       uint64        // Gen of the last snapshot
 	lastParts int           // parts stored in NODES for this node (of the last snapshot, or found at start)
 	snapNow   chan struct{} // asks the snapshot loop for a snapshot at once
-	snapBuf   bytes.Buffer  // a snapshot part's body, reused (guarded by snapMu)
-	snapEnc   *json.Encoder // into snapBuf
+	snapJSON  reusedJSON    // snapshot parts' bodies (guarded by snapMu)
 
 	lis atomic.Pointer[ari.Listener]
 	// seedDone: the node's last snapshot was read, found absent, or given
@@ -504,18 +502,14 @@ func (s *Service) PublishSnapshot() bool {
 	// below it.
 	snap.CallsSeq = s.pub.LastSeq()
 	parts := SplitSnapshot(snap, SnapshotPartCalls)
-	if s.snapEnc == nil {
-		s.snapEnc = json.NewEncoder(&s.snapBuf) // json.Marshal's bytes, and a newline
-	}
 	for _, part := range parts {
 		// One buffer for every part: Publish copies the body out.
-		s.snapBuf.Reset()
-		err := s.snapEnc.Encode(part)
+		b, err := s.snapJSON.marshal(part)
 		if err == nil {
-			err = s.nc.Publish(call.SnapshotPartSubject(snap.Node, part.Part), bytes.TrimSuffix(s.snapBuf.Bytes(), []byte("\n")))
+			err = s.nc.Publish(call.SnapshotPartSubject(snap.Node, part.Part), b)
 		}
 		if err != nil {
-			s.log.Warn("cannot publish node snapshot; retrying", "part", part.Part, "parts", part.Parts, "calls", len(part.Calls), "bytes", s.snapBuf.Len(), "err", err)
+			s.log.Warn("cannot publish node snapshot; retrying", "part", part.Part, "parts", part.Parts, "calls", len(part.Calls), "bytes", len(b), "err", err)
 			return false
 		}
 	}
