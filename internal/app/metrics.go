@@ -99,11 +99,7 @@ func (l settleLag) Describe(ch chan<- *prometheus.Desc) { ch <- settleLagDesc }
 
 func (l settleLag) Collect(ch chan<- prometheus.Metric) {
 	h := l.s().SettleLag
-	buckets := make(map[float64]uint64, len(h.Buckets))
-	for i, n := range h.Buckets {
-		buckets[bill.LagBuckets[i]] = n
-	}
-	ch <- prometheus.MustNewConstHistogram(settleLagDesc, h.Count, h.SumSeconds, buckets)
+	ch <- prometheus.MustNewConstHistogram(settleLagDesc, h.Count, h.SumSeconds, h.Buckets)
 }
 
 // consumerLag reads the bill consumer's state at scrape time.

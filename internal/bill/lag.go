@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// LagBuckets are the upper bounds, in seconds, of the settle-lag
+// lagBounds are the upper bounds, in seconds, of the settle-lag
 // histogram: from a millisecond (the normal case) to a minute (bill or
 // Redis was down, or a backlog is being worked off).
-var LagBuckets = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+var lagBounds = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
 // Lag is a histogram of how long after a call ended (Asterisk's hangup
 // time) its settlement was committed in Redis: the delay before the
@@ -18,13 +18,14 @@ var LagBuckets = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
 type Lag struct {
 	Count      uint64
 	SumSeconds float64
-	// Cumulative counts, one per LagBuckets bound (observations ≤ bound).
-	Buckets []uint64
+	// Buckets maps each upper bound, in seconds, to the observations at
+	// or below it (cumulative, Prometheus's shape; +Inf is Count).
+	Buckets map[float64]uint64
 }
 
 // lagHistogram counts settle lags without locks.
 type lagHistogram struct {
-	counts [len(LagBuckets) + 1]atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	counts [len(lagBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is +Inf
 	n      atomic.Uint64
 	sumNS  atomic.Int64
 }
@@ -32,20 +33,19 @@ type lagHistogram struct {
 // observe records one lag; a negative one (the clocks disagree) counts as 0.
 func (h *lagHistogram) observe(d time.Duration) {
 	d = max(d, 0)
-	h.counts[sort.SearchFloat64s(LagBuckets[:], d.Seconds())].Add(1) // the first bound ≥ d, or +Inf
+	h.counts[sort.SearchFloat64s(lagBounds[:], d.Seconds())].Add(1) // the first bound ≥ d, or +Inf
 	h.n.Add(1)
 	h.sumNS.Add(int64(d))
 }
 
-// snapshot returns the histogram in Prometheus's shape (cumulative
-// buckets). Read while observations go on, a bucket may be a count or two
+// snapshot returns the histogram. Read while observations go on, a bucket may be a count or two
 // ahead of Count: harmless for a scrape.
 func (h *lagHistogram) snapshot() Lag {
-	l := Lag{Count: h.n.Load(), SumSeconds: time.Duration(h.sumNS.Load()).Seconds(), Buckets: make([]uint64, len(LagBuckets))}
+	l := Lag{Count: h.n.Load(), SumSeconds: time.Duration(h.sumNS.Load()).Seconds(), Buckets: make(map[float64]uint64, len(lagBounds))}
 	var cum uint64
-	for i := range LagBuckets {
+	for i, bound := range lagBounds {
 		cum += h.counts[i].Load()
-		l.Buckets[i] = cum
+		l.Buckets[bound] = cum
 	}
 	return l
 }

@@ -433,31 +433,32 @@ type DebitReq struct {
 // each is most of what a tick costs.
 func (l *Ledger) DebitMany(ctx context.Context, reqs []DebitReq) (res []DebitResult, errs []error) {
 	res, errs = make([]DebitResult, len(reqs)), make([]error, len(reqs))
-	cmds := make([]*redis.Cmd, len(reqs))
+	type prepared struct {
+		keys []string
+		args []any
+		cmd  *redis.Cmd
+	}
+	ps := make([]prepared, len(reqs))
 	pipe := l.rdb.Pipeline()
 	for i, r := range reqs {
-		keys, args, err := l.debitArgs(r)
-		if err != nil {
-			errs[i] = err
-			continue
+		p := &ps[i]
+		if p.keys, p.args, errs[i] = l.debitArgs(r); errs[i] == nil {
+			p.cmd = debitScript.EvalSha(ctx, pipe, p.keys, p.args...)
 		}
-		cmds[i] = debitScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	if pipe.Len() > 0 {
 		_, _ = pipe.Exec(ctx) // each command holds its own error
 	}
-	for i, r := range reqs {
-		cmd := cmds[i]
-		if cmd == nil {
+	for i, p := range ps {
+		if p.cmd == nil {
 			continue
 		}
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if redis.HasErrorPrefix(p.cmd.Err(), "NOSCRIPT") {
 			// Redis lost its scripts (restart, failover): Run loads it.
-			keys, args, _ := l.debitArgs(r)
-			cmd = debitScript.Run(ctx, l.rdb, keys, args...)
+			p.cmd = debitScript.Run(ctx, l.rdb, p.keys, p.args...)
 		}
-		v, err := cmd.Slice()
-		res[i], errs[i] = debitResult(r.Project, r.Node, r.Channel, r.Block, v, err)
+		v, err := p.cmd.Slice()
+		res[i], errs[i] = debitResult(reqs[i], v, err)
 	}
 	return res, errs
 }
@@ -475,10 +476,9 @@ func (l *Ledger) debitArgs(r DebitReq) (keys []string, args []any, err error) {
 	return keys, []any{r.Block.Index, r.Block.Total, l.nowMS(), l.o.LedgerMaxLen, r.Node + "/" + r.Channel}, nil
 }
 
-// debitResult reads the debit script's reply (or err) for block b of call
-// node/channel of project.
-func debitResult(project, node, channel string, b tariff.Block, res []any, err error) (DebitResult, error) {
-	ck := node + "/" + channel
+// debitResult reads the debit script's reply (or err) to r.
+func debitResult(r DebitReq, res []any, err error) (DebitResult, error) {
+	project, b, ck := r.Project, r.Block, r.Node+"/"+r.Channel
 	if err != nil {
 		return DebitResult{}, fmt.Errorf("debit block %d of call %s of project %q in redis: %w", b.Index, ck, project, err)
 	}
